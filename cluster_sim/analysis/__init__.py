@@ -1,0 +1,154 @@
+"""Reading results lazily (dask arrays over h5py datasets, so files larger than memory work):
+rates, ISI CV, population rate histograms and spike-time comparison between runs."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import dask.array as da
+import h5py
+import numpy as np
+
+CHUNK = 1 << 20  # spikes per dask block
+
+
+@contextmanager
+def open_spikes(run_dir: str | Path) -> Iterator[dict[str, tuple[da.Array, da.Array, int]]]:
+    """population -> (timestamps, node_ids, n_nodes) as dask arrays backed by the open file."""
+    path = Path(run_dir) / "spikes.h5" if Path(run_dir).is_dir() else Path(run_dir)
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        out = {}
+        for pop, g in f["spikes"].items():
+            ts, ids = g["timestamps"], g["node_ids"]
+            n_nodes = int(g.attrs.get("n_nodes", 0)) or (int(ids[:].max()) + 1 if ids.shape[0] else 0)
+            out[pop] = (da.from_array(ts, chunks=CHUNK), da.from_array(ids, chunks=CHUNK), n_nodes)
+        yield out
+
+
+def run_info(run_dir: str | Path) -> dict[str, Any]:
+    p = Path(run_dir) / "run.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _duration_ms(run_dir: Path, fallback: float) -> float:
+    info = run_info(run_dir)
+    return float(info.get("simulated_ms") or fallback)
+
+
+def population_rates(run_dir: str | Path, t_start_ms: float = 0.0, t_stop_ms: float | None = None) -> dict[str, float]:
+    """Mean firing rate (Hz) per population in [t_start, t_stop)."""
+    run_dir = Path(run_dir)
+    out = {}
+    with open_spikes(run_dir) as pops:
+        for pop, (ts, _, n) in pops.items():
+            stop = t_stop_ms if t_stop_ms is not None else _duration_ms(run_dir, float(ts.max().compute()) if ts.size else 0.0)
+            count = int(((ts >= t_start_ms) & (ts < stop)).sum().compute())
+            out[pop] = count / (n * (stop - t_start_ms) * 1e-3) if n and stop > t_start_ms else 0.0
+    return out
+
+
+def rate_histogram(run_dir: str | Path, population: str, bin_ms: float = 5.0, t_stop_ms: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(bin edges ms, population rate in Hz per neuron) for one population."""
+    run_dir = Path(run_dir)
+    with open_spikes(run_dir) as pops:
+        ts, _, n = pops[population]
+        stop = t_stop_ms or _duration_ms(run_dir, float(ts.max().compute()) if ts.size else bin_ms)
+        edges = np.arange(0.0, stop + bin_ms, bin_ms)
+        counts, _ = da.histogram(ts, bins=edges)
+        return edges, counts.compute() / (max(n, 1) * bin_ms * 1e-3)
+
+
+def isi_stats(run_dir: str | Path, population: str) -> dict[str, np.ndarray]:
+    """Per-neuron ISI mean and CV, streamed block by block in time order (memory ∝ neurons)."""
+    with open_spikes(run_dir) as pops:
+        ts, ids, n = pops[population]
+        last = np.full(n, np.nan)
+        s1, s2, cnt = np.zeros(n), np.zeros(n), np.zeros(n)
+        for tb, ib in zip(ts.to_delayed(), ids.to_delayed()):
+            t = np.asarray(tb.compute())
+            i = np.asarray(ib.compute()).astype(np.int64)
+            order = np.lexsort((t, i))
+            t, i = t[order], i[order]
+            first = np.ones(t.size, bool)
+            first[1:] = i[1:] != i[:-1]
+            prev = np.where(first, last[i], np.concatenate([[np.nan], t[:-1]]))
+            isi = t - prev
+            ok = np.isfinite(isi)
+            np.add.at(s1, i[ok], isi[ok])
+            np.add.at(s2, i[ok], isi[ok] ** 2)
+            np.add.at(cnt, i[ok], 1)
+            last_idx = np.nonzero(np.concatenate([i[1:] != i[:-1], [True]]))[0] if t.size else np.zeros(0, int)
+            last[i[last_idx]] = t[last_idx]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / cnt
+        var = s2 / cnt - mean ** 2
+        cv = np.sqrt(np.maximum(var, 0.0)) / mean
+    return {"mean_isi_ms": mean, "cv": cv, "n_isi": cnt}
+
+
+def summarize(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    info = run_info(run_dir)
+    rates = population_rates(run_dir)
+    pops = {}
+    with open_spikes(run_dir) as data:
+        for pop, (ts, ids, n) in data.items():
+            n_spk = int(ts.shape[0])
+            active = int(da.unique(ids).compute().size) if n_spk else 0
+            pops[pop] = {"n_neurons": n, "n_spikes": n_spk, "rate_hz": rates[pop], "active_fraction": active / n if n else 0.0}
+    for pop in pops:
+        cv = isi_stats(run_dir, pop)["cv"]
+        pops[pop]["isi_cv"] = float(np.nanmean(cv)) if np.isfinite(cv).any() else float("nan")
+    return {"run": info, "populations": pops}
+
+
+def compare_spikes(run_a: str | Path, run_b: str | Path, tolerance_ms: float = 1.0) -> dict[str, Any]:
+    """Match spikes of the same neuron between two runs (mutual nearest within ``tolerance_ms``);
+    report counts, matched pairs and the mean/max absolute time error of matched pairs."""
+    result: dict[str, Any] = {"tolerance_ms": tolerance_ms, "populations": {}}
+    tot = {"n_a": 0, "n_b": 0, "matched": 0, "sum_err": 0.0, "max_err": 0.0}
+    with open_spikes(run_a) as A, open_spikes(run_b) as B:
+        for pop in A:
+            ta, ia = (np.asarray(x.compute()) for x in A[pop][:2])
+            tb, ib = (np.asarray(x.compute()) for x in B[pop][:2]) if pop in B else (np.zeros(0), np.zeros(0, np.uint64))
+            errs = _match(ta, ia.astype(np.int64), tb, ib.astype(np.int64), tolerance_ms)
+            r = {"n_a": int(ta.size), "n_b": int(tb.size), "matched": int(errs.size),
+                 "mean_abs_error_ms": float(errs.mean()) if errs.size else float("nan"),
+                 "max_abs_error_ms": float(errs.max()) if errs.size else float("nan")}
+            result["populations"][pop] = r
+            tot["n_a"] += r["n_a"]
+            tot["n_b"] += r["n_b"]
+            tot["matched"] += r["matched"]
+            tot["sum_err"] += float(errs.sum())
+            tot["max_err"] = max(tot["max_err"], float(errs.max()) if errs.size else 0.0)
+    result.update(n_a=tot["n_a"], n_b=tot["n_b"], matched=tot["matched"],
+                  mean_abs_error_ms=tot["sum_err"] / tot["matched"] if tot["matched"] else float("nan"),
+                  max_abs_error_ms=tot["max_err"] if tot["matched"] else float("nan"))
+    return result
+
+
+def match_spike_times(ta: np.ndarray, ia: np.ndarray, tb: np.ndarray, ib: np.ndarray, tolerance_ms: float) -> np.ndarray:
+    """Absolute time errors of mutually nearest same-neuron spike pairs within the tolerance."""
+    return _match(ta, ia, tb, ib, tolerance_ms)
+
+
+def _match(ta: np.ndarray, ia: np.ndarray, tb: np.ndarray, ib: np.ndarray, tol: float) -> np.ndarray:
+    if ta.size == 0 or tb.size == 0:
+        return np.zeros(0)
+    # Offset each neuron's times far apart so one sorted search handles all neurons at once.
+    span = max(float(np.max(np.abs(ta))), float(np.max(np.abs(tb)))) * 2 + 10 * tol + 1.0
+    ka = ia * span + ta
+    kb_sorted = np.sort(ib * span + tb)
+
+    def nearest(keys: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(ref, keys), 1, ref.size - 1) if ref.size > 1 else np.zeros(keys.size, int)
+        left, right = ref[pos - 1] if ref.size > 1 else ref[pos], ref[pos]
+        return np.where(np.abs(keys - left) <= np.abs(keys - right), left, right)
+
+    ka_sorted = np.sort(ka)
+    nb = nearest(ka_sorted, kb_sorted)
+    back = nearest(nb, ka_sorted)
+    ok = (back == ka_sorted) & (np.abs(nb - ka_sorted) <= tol)
+    return np.abs(nb[ok] - ka_sorted[ok])

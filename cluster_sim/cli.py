@@ -1,0 +1,183 @@
+"""The ``cluster-sim`` command line. Exit status: 0 success, 2 bad input (nothing computed),
+75 stopped by SIGTERM/SIGUSR1 after writing a checkpoint (requeue and ``--resume``),
+1 a run that failed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from cluster_sim.errors import EXIT_BAD_INPUT, EXIT_FAILED, ConfigError, JobFailedError, RunError, SubmissionError
+
+_T_IMPORT0 = time.perf_counter()
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="job spec (TOML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any spec key, e.g. --set integrator.dt_ms=0.02 (repeatable)")
+    p.add_argument("--duration", type=float, metavar="MS", help="simulated time in ms (= --set simulation.duration_ms=MS)")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from cluster_sim.spec import load_spec
+
+    overrides = list(args.overrides)
+    if getattr(args, "duration", None) is not None:
+        overrides.append(f"simulation.duration_ms={args.duration!r}")
+    if getattr(args, "mode", None):
+        overrides.append(f'simulation.mode="{args.mode}"')
+    if getattr(args, "device", None):
+        overrides.append(f'engine.device="{args.device}"')
+    return load_spec(args.job, overrides)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = _load(args)
+    print(f"{args.job}: valid — {spec.n_neurons} neurons in {len(spec.populations)} populations, "
+          f"{len(spec.projections)} projections, {spec.simulation.duration_ms:g} ms at dt {spec.integrator.dt_ms:g} ms "
+          f"({spec.integrator.method}, {spec.integrator.precision})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _load(args)  # every input check happens here, before any compute
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise ConfigError("--checkpoint-every", args.checkpoint_every, "must be >= 0", "give simulated ms, e.g. 100")
+    out = Path(args.out or spec.output.dir)
+    if not args.resume and (out / "spikes.h5").exists() and not args.overwrite:
+        raise ConfigError("--out", str(out), "already holds results",
+                          "pass --resume to continue it, --overwrite to replace it, or choose another --out")
+    if spec.simulation.mode == "async":
+        raise ConfigError("simulation.mode", "async", "the asynchronous mode is not available in this version",
+                          'use mode = "bsp"')
+    from cluster_sim.engine.device import prepare_environment
+
+    prepare_environment()
+    t0 = time.perf_counter()
+    import tensorflow  # noqa: F401  (import time is part of startup)
+
+    startup = (time.perf_counter() - t0) + (t0 - _T_IMPORT0)
+    from cluster_sim.engine.loop import simulate
+
+    result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=args.checkpoint_every,
+                      progress=None if not args.quiet else False, startup_s=startup)
+    if not args.quiet:
+        print(format_summary(result.info, out))
+    if result.exit_status != 0:
+        print(f"stopped by signal: checkpoint written to {out}; continue with: cluster-sim run {args.job} --out {out} --resume",
+              file=sys.stderr)
+    return result.exit_status
+
+
+def format_summary(info: dict[str, Any], out: Path) -> str:
+    phases = info.get("phases", {})
+    rates = ", ".join(f"{k} {v:.2f} Hz" for k, v in info.get("rates_hz", {}).items())
+    lines = [
+        f"{info['name']}: {info['status']} — {info['simulated_ms']:g} ms simulated in {info['wall_seconds']:.2f} s "
+        f"(real-time factor {info['real_time_factor']:.2f})",
+        f"  neurons {info['n_neurons']}, synapses {info['n_synapses']}, spikes {info['n_spikes']} ({rates})",
+        "  phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items() if v > 0),
+        f"  results: {out}/spikes.h5, {out}/run.json",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from cluster_sim.analysis import summarize
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "spikes.h5").exists():
+        raise ConfigError("RUN_DIR", str(run_dir), "has no spikes.h5", "give the --out folder of a cluster-sim run")
+    summary = summarize(run_dir)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    info = summary.get("run", {})
+    print(f"run: {run_dir}  status: {info.get('status', 'unknown (no run.json: killed?)')}")
+    if info:
+        print(f"  {info['n_neurons']} neurons, {info['n_synapses']} synapses, {info['simulated_ms']:g} ms simulated, "
+              f"{info['wall_seconds']:.2f} s wall, ranks {info['ranks']}, mode {info['mode']}")
+    for pop, s in summary["populations"].items():
+        print(f"  {pop:>12}: {s['n_spikes']:8d} spikes, {s['rate_hz']:8.2f} Hz, active {s['active_fraction']:.2f}, "
+              f"ISI CV {s['isi_cv']:.2f}")
+    if info.get("phases"):
+        total = sum(info["phases"].values()) or 1.0
+        print("  timers: " + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in info["phases"].items()))
+    for rank in info.get("per_rank", []):
+        print(f"  rank {rank['rank']}: " + ", ".join(f"{k} {v:.2f}" for k, v in rank.items() if k != "rank"))
+    if "load_balance" in info:
+        print(f"  load balance: {info['load_balance']:.3f}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from cluster_sim.analysis.plot import plot_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "spikes.h5").exists():
+        raise ConfigError("RUN_DIR", str(run_dir), "has no spikes.h5", "give the --out folder of a cluster-sim run")
+    path = plot_run(run_dir, Path(args.output) if args.output else None)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cluster-sim", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a job spec", description="Run a job spec and write spikes.h5, reports and run.json.")
+    _add_spec_args(p)
+    p.add_argument("--out", help="output folder (default: output.dir of the spec)")
+    p.add_argument("--checkpoint-every", type=float, metavar="MS", help="write a checkpoint every MS simulated ms")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results in --out")
+    p.add_argument("--mode", choices=["bsp", "async"], help="execution model (default: the spec's)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], help="TensorFlow device (default: the spec's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a job spec without running it")
+    _add_spec_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("info", help="rates, spike counts and timers of a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("plot", help="raster, population rate and traces as a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", help="PNG path (default: RUN_DIR/overview.png)")
+    p.set_defaults(func=cmd_plot)
+
+    try:
+        from cluster_sim.deploy.cli import register
+    except ImportError:
+        register = None
+    if register is not None:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"cluster-sim: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (RunError, SubmissionError, JobFailedError) as e:
+        print(f"cluster-sim: run failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("cluster-sim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""beNNch-like scaling studies: members over nodes x ranks x modes x seeds x repetitions.
+
+Study file (TOML)::
+
+    name = "cobahh-strong"
+    job = "../jobs/cobahh_small.toml"     # relative to the study file
+    scaling = "strong"                    # or "weak"
+    nodes = [1, 2, 4]
+    ranks_per_node = [1]                  # = GPUs per node when gpus_per_node > 0
+    gpus_per_node = 0
+    modes = ["bsp", "async"]
+    seeds = [1, 2]                        # each passed as --set <seed_key>=<seed>
+    seed_key = "simulation.seed"
+    repetitions = 1
+    time = "00:30:00"
+    duration_ms = 1000
+    serialize = true                      # members run one after another (afterany chain)
+    exclusive = true
+
+    [set]                                 # fixed overrides for every member
+    [weak]                                # weak scaling: count per rank, multiplied by ranks
+    "network.populations.E.n" = 800
+
+``cluster-sim scale FILE`` submits every member plus a final collect job that depends
+(``afterany``) on all of them; ``cluster-sim scale --collect RUN`` or ``cluster-sim collect RUN``
+writes ``results/members.csv`` (one row per run, per-phase timers), ``results/scaling.csv``
+(mean and std over seeds/repetitions, speedup, efficiency, real-time factor) and PNG plots.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tomllib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cluster_sim.deploy import _validate as v
+from cluster_sim.deploy import render as R
+from cluster_sim.deploy.runs import (MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
+                                     now_utc, overall, read_run_json, safe_name, status, validate_with_core,
+                                     write_atomic, write_csv, write_json)
+from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
+from cluster_sim.errors import ConfigError
+
+STUDY_KEYS = ("name", "job", "scaling", "nodes", "ranks_per_node", "gpus_per_node", "modes", "seeds", "seed_key",
+              "repetitions", "time", "duration_ms", "checkpoint_every_ms", "serialize", "exclusive", "partition",
+              "account", "set", "weak")
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    nodes: int
+    ranks_per_node: int
+    mode: str
+    seed: int | None
+    repetition: int
+    sets: tuple[tuple[str, str], ...]
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.ranks_per_node
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    job: Path
+    scaling: str
+    nodes: tuple[int, ...]
+    ranks_per_node: tuple[int, ...]
+    gpus_per_node: int
+    modes: tuple[str, ...]
+    seeds: tuple[int, ...]
+    seed_key: str
+    repetitions: int
+    time: str
+    duration_ms: float | None
+    checkpoint_every_ms: float | None
+    serialize: bool
+    exclusive: bool
+    partition: str
+    account: str
+    fixed: tuple[tuple[str, str], ...]
+    weak: tuple[tuple[str, int], ...]
+
+    def members(self) -> list[Member]:
+        out = []
+        seeds: tuple[int | None, ...] = self.seeds or (None,)
+        for n in self.nodes:
+            for rpn in self.ranks_per_node:
+                for mode in self.modes:
+                    for seed in seeds:
+                        for rep in range(self.repetitions):
+                            sets = list(self.fixed)
+                            if seed is not None:
+                                sets.append((self.seed_key, str(seed)))
+                            if self.scaling == "weak":
+                                sets += [(k, str(base * n * rpn)) for k, base in self.weak]
+                            name = f"n{n}r{rpn}-{mode}" + (f"-s{seed}" if seed is not None else "") + f"-rep{rep}"
+                            out.append(Member(name, n, rpn, mode, seed, rep, tuple(sets)))
+        return out
+
+
+def _int_list(path: Path, key: str, val: Any) -> tuple[int, ...]:
+    if isinstance(val, int) and not isinstance(val, bool):
+        val = [val]
+    if not isinstance(val, list) or not val:
+        raise ConfigError(f"study file {path}: {key}", val, "must be a non-empty list of integers", "e.g. [1, 2, 4]")
+    return tuple(v.positive_int(f"study file {path}: {key}", x, minimum=0 if key == "seeds" else 1) for x in val)
+
+
+def load_study(path: Path) -> Study:
+    path = Path(path)
+    try:
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError("study file", str(path), f"cannot be read: {e}", "check the path") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("study file", str(path), f"is not valid TOML: {e}", "fix the syntax") from e
+    unknown = sorted(set(d) - set(STUDY_KEYS))
+    if unknown:
+        raise ConfigError(f"study file {path}", unknown[0], "unknown key", f"valid keys: {', '.join(STUDY_KEYS)}")
+    if not isinstance(d.get("job"), str):
+        raise ConfigError(f"study file {path}: job", d.get("job"), "is missing or not a string",
+                          'add job = "path/to/job.toml" (relative to the study file)')
+    scaling = d.get("scaling", "strong")
+    if scaling not in ("strong", "weak"):
+        raise ConfigError(f"study file {path}: scaling", scaling, "must be 'strong' or 'weak'", "")
+    modes = d.get("modes", ["bsp"])
+    if not isinstance(modes, list) or not modes or any(m not in R.MODES for m in modes):
+        raise ConfigError(f"study file {path}: modes", modes, f"must be a non-empty list from {list(R.MODES)}", "")
+    seeds = _int_list(path, "seeds", d["seeds"]) if "seeds" in d else ()
+    seed_key = d.get("seed_key", "")
+    if seeds:
+        v.set_key(f"study file {path}: seed_key", seed_key)
+    weak: list[tuple[str, int]] = []
+    for k, base in d.get("weak", {}).items():
+        v.set_key(f"study file {path}: weak", k)
+        weak.append((k, v.positive_int(f"study file {path}: weak.{k}", base)))
+    if scaling == "weak" and not weak:
+        raise ConfigError(f"study file {path}: weak", {}, "weak scaling needs population counts to scale",
+                          '[weak]\n"network.populations.E.n" = 800   # per rank')
+    fixed = tuple((v.set_key("set", k), v.set_value(f"set.{k}", x)) for k, x in d.get("set", {}).items())
+    name = d.get("name") or safe_name(path.stem)
+    v.name(f"study file {path}: name", name)
+    for key in ("duration_ms", "checkpoint_every_ms"):
+        x = d.get(key)
+        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0):
+            raise ConfigError(f"study file {path}: {key}", x, "must be a positive number", "")
+    return Study(
+        name=name, job=(path.parent / d["job"]).resolve(), scaling=scaling,
+        nodes=_int_list(path, "nodes", d.get("nodes", [1])),
+        ranks_per_node=_int_list(path, "ranks_per_node", d.get("ranks_per_node", [1])),
+        gpus_per_node=v.positive_int(f"study file {path}: gpus_per_node", d.get("gpus_per_node", 0), minimum=0),
+        modes=tuple(modes), seeds=seeds, seed_key=seed_key,
+        repetitions=v.positive_int(f"study file {path}: repetitions", d.get("repetitions", 1)),
+        time=v.time_limit(f"study file {path}: time", d.get("time", "01:00:00")),
+        duration_ms=d.get("duration_ms"), checkpoint_every_ms=d.get("checkpoint_every_ms"),
+        serialize=bool(d.get("serialize", True)), exclusive=bool(d.get("exclusive", True)),
+        partition=d.get("partition", ""), account=d.get("account", ""), fixed=fixed, weak=tuple(weak))
+
+
+def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False, runner: Runner = _run) -> Submitted:
+    st = load_study(study_file)
+    spec = load_spec(st.job)
+    members = st.members()
+    run_dir, uid = new_run_dir(opts.runs_dir, opts.name or st.name)
+    scripts: list[tuple[Member, R.Rendered, R.JobResources]] = []
+    for m in members:
+        res = R.JobResources(nodes=m.nodes, ranks_per_node=m.ranks_per_node,
+                             gpus_per_node=m.ranks_per_node if st.gpus_per_node else 0, time=st.time,
+                             partition=st.partition, account=st.account, exclusive=st.exclusive,
+                             signal_seconds=opts.resources.signal_seconds, max_requeues=opts.resources.max_requeues)
+        cmd = R.RunCommand(run_dir / "job.toml", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
+                           st.checkpoint_every_ms or opts.checkpoint_every_ms, m.mode)
+        rendered = R.render("member.sbatch.j2", opts.site, res, cmd, job_name=f"{st.name}-{m.name}"[:100],
+                            run_dir=run_dir / "members" / m.name, comment=f"cluster-sim-{uid}",
+                            container=replace(opts, resources=res).container_obj(must_exist=not dry_run),
+                            command=opts.command(),
+                            extra={"member": m.name, "mode": m.mode, "seed": m.seed, "repetition": m.repetition})
+        scripts.append((m, rendered, res))
+    if dry_run:
+        text = "".join(f"# ===== member {m.name} =====\n{r.text}" for m, r, _ in scripts)
+        return Submitted(run_dir, text, [], True)
+    if opts.validate and not opts.payload:
+        validate_with_core(spec, list(opts.sets) + list(members[0].sets))
+    run_dir.mkdir(parents=True)
+    (run_dir / "logs").mkdir()
+    shutil.copy2(spec, run_dir / "job.toml")
+    shutil.copy2(study_file, run_dir / "study.toml")
+    man: dict[str, Any] = {
+        "schema": SCHEMA, "kind": "study", "name": st.name, "uuid": uid, "run_dir": str(run_dir),
+        "created_utc": now_utc(), "site": opts.site.name, "spec_source": str(spec), "spec": "job.toml",
+        "study": "study.toml", "scaling": st.scaling, "payload": list(opts.payload),
+        "members": [asdict(m) for m in members], "jobs": [], "units": []}
+    write_json(run_dir / MANIFEST, man)
+    prev = ""
+    for m, rendered, res in scripts:
+        mdir = run_dir / "members" / m.name
+        (mdir / "logs").mkdir(parents=True)
+        text = rendered.text
+        if st.serialize and prev:  # re-render with the dependency on the previous member
+            res = replace(res, dependency=f"afterany:{prev}")
+            cmd = R.RunCommand(run_dir / "job.toml", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
+                               st.checkpoint_every_ms or opts.checkpoint_every_ms, m.mode)
+            text = R.render("member.sbatch.j2", opts.site, res, cmd, job_name=f"{st.name}-{m.name}"[:100],
+                            run_dir=mdir, comment=f"cluster-sim-{uid}",
+                            container=replace(opts, resources=res).container_obj(must_exist=True),
+                            command=opts.command(),
+                            extra={"member": m.name, "mode": m.mode, "seed": m.seed, "repetition": m.repetition}).text
+        write_atomic(mdir / "job.sbatch", text)
+        jid = sbatch(mdir / "job.sbatch", runner=runner)
+        prev = jid
+        man["jobs"].append({"job_id": jid, "role": "member", "member": m.name, "script": f"members/{m.name}/job.sbatch"})
+        man["units"].append({"unit": m.name, "dir": f"members/{m.name}", "job": jid})
+        write_json(run_dir / MANIFEST, man)
+    # A final job collects the study once every member has ended, whatever its state.
+    all_ids = ":".join(j["job_id"] for j in man["jobs"])
+    cres = R.JobResources(nodes=1, ranks_per_node=1, time="00:15:00", partition=st.partition, account=st.account,
+                          exclusive=False, requeue=False, dependency=f"afterany:{all_ids}")
+    site = opts.site
+    if opts.payload or not site.command:
+        ccmd = [site.python_exe(), "-m", "cluster_sim.deploy.cli"]
+    else:
+        ccmd = list(site.command)
+    ctext = R.render("collect.sbatch.j2", site, cres, None, job_name=f"{st.name}-collect"[:100], run_dir=run_dir,
+                     comment=f"cluster-sim-{uid}", command=ccmd).text
+    write_atomic(run_dir / "collect.sbatch", ctext)
+    cid = sbatch(run_dir / "collect.sbatch", runner=runner)
+    man["jobs"].append({"job_id": cid, "role": "collect", "script": "collect.sbatch"})
+    write_json(run_dir / MANIFEST, man)
+    write_atomic(run_dir / "job_id", "\n".join(j["job_id"] for j in man["jobs"]) + "\n")
+    return Submitted(run_dir, "".join(f"# ===== member {m.name} =====\n{r.text}" for m, r, _ in scripts),
+                     [j["job_id"] for j in man["jobs"]], False)
+
+
+# ---------------------------------------------------------------------------------------------
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    if not xs:
+        return math.nan, math.nan
+    m = sum(xs) / len(xs)
+    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def aggregate(rows: list[dict[str, Any]], scaling: str) -> list[dict[str, Any]]:
+    """Mean/std over seeds and repetitions per (mode, nodes, ranks_per_node); speedup, efficiency."""
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("state") != "COMPLETED" or r.get("wall_seconds") in ("", None):
+            continue
+        groups.setdefault((r["mode"], r["nodes"], r["ranks_per_node"]), []).append(r)
+    out: list[dict[str, Any]] = []
+    phases = sorted({k for r in rows for k in r if k.startswith("phase_")})
+    for mode in sorted({k[0] for k in groups}):
+        keys = sorted((k for k in groups if k[0] == mode), key=lambda k: (k[1] * k[2], k[1]))
+        base: tuple[int, float] | None = None
+        for k in keys:
+            g = groups[k]
+            ranks = k[1] * k[2]
+            wall, wall_sd = _mean_std([float(r["wall_seconds"]) for r in g])
+            sim_s = float(g[0].get("simulated_ms") or 0) / 1000.0
+            row: dict[str, Any] = {"mode": mode, "nodes": k[1], "ranks_per_node": k[2], "ranks": ranks,
+                                   "samples": len(g), "wall_mean_s": wall, "wall_std_s": wall_sd}
+            if base is None:
+                base = (ranks, wall)
+            n0, t0 = base
+            row["speedup"] = t0 / wall if wall else math.nan
+            row["efficiency"] = (n0 * t0 / (ranks * wall)) if scaling == "strong" else (t0 / wall)
+            row["real_time_factor"] = wall / sim_s if sim_s else math.nan
+            for ph in phases:
+                m, s = _mean_std([float(r[ph]) for r in g if r.get(ph) not in ("", None)])
+                row[f"{ph}_mean_s"] = m
+                row[f"{ph}_std_s"] = s
+                row[f"rtf_{ph[6:]}"] = m / sim_s if sim_s else math.nan
+            out.append(row)
+    return out
+
+
+def plot(agg: list[dict[str, Any]], outdir: Path, scaling: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: list[Path] = []
+    modes = sorted({r["mode"] for r in agg})
+    phases = sorted({k[4:] for r in agg for k in r if k.startswith("rtf_")})
+
+    def fig(name: str, ylabel: str, key: str, ideal: str | None = None) -> None:
+        f, ax = plt.subplots(figsize=(5, 3.5))
+        for mode in modes:
+            rs = [r for r in agg if r["mode"] == mode]
+            x = [r["ranks"] for r in rs]
+            y = [r[key] for r in rs]
+            if key == "wall_mean_s":
+                ax.errorbar(x, y, yerr=[r["wall_std_s"] for r in rs], marker="o", capsize=3, label=mode)
+            else:
+                ax.plot(x, y, marker="o", label=mode)
+        if ideal == "speedup" and agg:
+            xs = sorted({r["ranks"] for r in agg})
+            ax.plot(xs, [x / xs[0] for x in xs] if scaling == "strong" else [1.0] * len(xs), "k--", lw=0.8,
+                    label="ideal")
+        if ideal == "efficiency" and agg:
+            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="ideal")
+        ax.set_xlabel("MPI ranks")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{scaling} scaling: {ylabel}")
+        ax.legend()
+        f.tight_layout()
+        p = outdir / f"{name}.png"
+        f.savefig(p, dpi=100)
+        plt.close(f)
+        paths.append(p)
+
+    fig("wall_time", "wall time [s]", "wall_mean_s")
+    fig("speedup", "speedup", "speedup", ideal="speedup")
+    fig("efficiency", "parallel efficiency", "efficiency", ideal="efficiency")
+    # Real-time factor stacked by phase, one panel per mode (beNNch-plot style).
+    f, axes = plt.subplots(1, max(1, len(modes)), figsize=(5 * max(1, len(modes)), 3.5), squeeze=False)
+    for ax, mode in zip(axes[0], modes or ["-"]):
+        rs = [r for r in agg if r["mode"] == mode]
+        x = [str(r["ranks"]) for r in rs]
+        bottom = [0.0] * len(rs)
+        for ph in phases:
+            y = [0.0 if math.isnan(r.get(f"rtf_{ph}", math.nan)) else r.get(f"rtf_{ph}", 0.0) for r in rs]
+            ax.bar(x, y, bottom=bottom, label=ph)
+            bottom = [b + yy for b, yy in zip(bottom, y)]
+        ax.set_xlabel("MPI ranks")
+        ax.set_ylabel("real-time factor (wall / model time)")
+        ax.set_title(f"{mode}: real-time factor by phase")
+        if phases:
+            ax.legend(fontsize="small")
+    f.tight_layout()
+    p = outdir / "rtf_phases.png"
+    f.savefig(p, dpi=100)
+    plt.close(f)
+    paths.append(p)
+    return paths
+
+
+def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None = None) -> Path:
+    sts = {s.unit: s for s in status(run_dir, watcher=watcher)}
+    rows: list[dict[str, Any]] = []
+    for m in man["members"]:
+        st = sts.get(m["name"])
+        mdir = run_dir / "members" / m["name"]
+        row: dict[str, Any] = {"member": m["name"], "nodes": m["nodes"], "ranks_per_node": m["ranks_per_node"],
+                               "ranks_total": m["nodes"] * m["ranks_per_node"], "mode": m["mode"],
+                               "seed": "" if m["seed"] is None else m["seed"], "repetition": m["repetition"],
+                               "job_id": st.job_id if st else "", "state": st.state.value if st else "",
+                               "provenance": str((mdir / "provenance").relative_to(run_dir))}
+        fr = flat_row(read_run_json(mdir / "out"))
+        fr.pop("mode", None)
+        row.update(fr)
+        rows.append(row)
+    res = run_dir / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    write_csv(res / "members.csv", rows)
+    agg = aggregate(rows, man.get("scaling", "strong"))
+    write_csv(res / "scaling.csv", agg)
+    pngs = plot(agg, res, man.get("scaling", "strong")) if agg else []
+    write_json(res / "summary.json", {"state": overall(sts.values()).value, "scaling": man.get("scaling"),
+                                      "members": len(rows), "aggregated": agg, "plots": [p.name for p in pngs]})
+    return res

@@ -1,0 +1,61 @@
+"""Choosing the TensorFlow device and threads before TensorFlow initialises.
+
+Must run before ``import tensorflow``: visibility of GPUs and XLA flags are read at start-up.
+"""
+from __future__ import annotations
+
+import os
+from importlib import metadata
+
+from cluster_sim.errors import ConfigError
+
+# XLA:CPU's thunk runtime runs each fused op as a separate task; for the small per-step bodies of
+# a neuron kernel the classic whole-program JIT is ~1.2x faster (measured on TF 2.21).
+_XLA_DEFAULT_FLAGS = "--xla_cpu_use_thunk_runtime=false"
+
+
+def _tf_version() -> tuple[int, int]:
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            major, minor = metadata.version(dist).split(".")[:2]
+            return int(major), int(minor)
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return (0, 0)
+
+
+def prepare_environment(local_rank: int | None = None) -> None:
+    """Environment that must be set before TensorFlow is imported: quiet logs, XLA flags and,
+    under MPI/SLURM, one GPU per local rank."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
+    if local_rank is not None and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        gpus = os.environ.get("CLUSTER_SIM_GPUS_PER_NODE")
+        if gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(local_rank % int(gpus))
+
+
+def select_device(requested: str, cpu_threads: int | None = None) -> str:
+    """Configure TensorFlow; returns the device string to place the kernel on.
+    ``requested`` is auto|cpu|gpu; 'gpu' with none visible is a ConfigError."""
+    import tensorflow as tf
+
+    if cpu_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cpu_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, cpu_threads)))
+        except RuntimeError:
+            pass  # already initialised (e.g. in tests): keep TensorFlow's choice
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "gpu" and not gpus:
+        raise ConfigError("engine.device", "gpu", "no GPU is visible to TensorFlow",
+                          "use --device cpu (or auto), or run on a GPU node with CUDA_VISIBLE_DEVICES set")
+    if requested == "cpu" or not gpus:
+        return "/CPU:0"
+    for gpu in gpus[:1]:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass
+    return "/GPU:0"

@@ -1,0 +1,229 @@
+"""The compiled interval: one ``tf.function`` call advances the local neurons by one
+communication interval (the minimum synaptic delay) with ``tf.scan`` over its steps, and returns
+the new state, the spike times and the sampled recordings — never the trajectory.
+
+Inside a step: spike-triggered increments for this step are added, the integrator advances every
+variable (graded couplings and stimuli are evaluated at each stage), and upward threshold
+crossings become spikes with linearly interpolated times, subject to the refractory period.
+The kernel knows nothing of MPI, files or the ring buffer: increments arrive as an input tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cluster_sim.engine.integrators import METHODS
+from cluster_sim.errors import ConfigError
+from cluster_sim.models.base import Drive
+from cluster_sim.models.synapses import GradedKinetic
+from cluster_sim.network.build import Network
+
+
+def state_key(owner: str, var: str) -> str:
+    return f"{owner}.{var}"
+
+
+@dataclass
+class KernelLayout:
+    """Names and shapes the interval function exchanges with the host."""
+
+    integrated: list[str]  # keys integrated by the method
+    fire_keys: dict[str, str]  # population -> key of its last-spike-time array
+    event_keys: list[str]  # keys that receive spike-triggered increments ("pop.var")
+    recordings: list[tuple[str, str, str, np.ndarray]]  # (name, pop, var, local positions)
+
+
+def initial_state(net: Network) -> dict[str, np.ndarray]:
+    """The full kernel state (float64 NumPy) for the local neurons of ``net``."""
+    state: dict[str, np.ndarray] = {}
+    for pop in net.populations.values():
+        for var in pop.model.variables:
+            state[state_key(pop.name, var)] = pop.init[var].astype(np.float64)
+        state[state_key(pop.name, "fire_t")] = np.full(pop.local.size, -1e9)
+    for proj in net.projections:
+        if isinstance(proj.synapse, GradedKinetic):
+            n = net.populations[proj.source].local.size
+            for var, value in proj.synapse.initial().items():
+                state[state_key(proj.spec.name, var)] = np.full(n, value)
+    return state
+
+
+def graded_indices(net: Network, proj: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(source position among local source neurons, local target position) of each synapse.
+    Graded couplings read the presynaptic state every step, so their sources must be local."""
+    src_local = net.populations[proj.source].local
+    pos = np.searchsorted(src_local, proj.src)
+    ok = (pos < src_local.size) & (src_local[np.minimum(pos, max(src_local.size - 1, 0))] == proj.src) if src_local.size else proj.src.size == 0
+    if not np.all(ok):
+        raise ConfigError(f"projections.{proj.spec.name}", proj.spec.synapse,
+                          "couples on presynaptic state inside every step, but some sources are on another rank",
+                          "use one rank, or a partition that keeps this projection's sources and targets together")
+    return pos.astype(np.int64), proj.target_of_synapse()
+
+
+def ell_layout(net: Network, proj: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Incoming synapses as padded rows (ELLPACK): [n_target, max in-degree] source positions
+    and weights, padding with weight 0. A gather and a row sum vectorise; a scatter-add per
+    synapse does not (~16 µs per evaluation for the AL's 3k synapses on XLA:CPU)."""
+    src_pos, tgt = graded_indices(net, proj)
+    n_tgt = net.populations[proj.target].local.size
+    counts = np.diff(proj.indptr)
+    width = max(1, int(counts.max()) if counts.size else 1)
+    col = np.arange(src_pos.size) - np.repeat(proj.indptr[:-1], counts)
+    src_ell = np.zeros((n_tgt, width), np.int64)
+    w_ell = np.zeros((n_tgt, width))
+    src_ell[tgt, col] = src_pos
+    w_ell[tgt, col] = proj.weight
+    return src_ell, w_ell
+
+
+class IntervalKernel:
+    """Builds and calls the compiled interval function for one local network."""
+
+    def __init__(self, net: Network, *, precision: str = "float64", method: str = "rk4", dt_ms: float = 0.01,
+                 jit_compile: bool = True, loop: str = "while") -> None:
+        import tensorflow as tf
+
+        from cluster_sim.models._ops import tf_ops
+
+        self.tf, self.net, self.dt, self.loop = tf, net, float(dt_ms), loop
+        self.dtype = tf.float64 if precision == "float64" else tf.float32
+        self.ops = tf_ops(precision)
+        self.method = METHODS[method]
+        self.layout = self._layout()
+        self._graded = []
+        for proj in net.projections:
+            if isinstance(proj.synapse, GradedKinetic):
+                src_ell, w_ell = ell_layout(net, proj)
+                self._graded.append((proj, tf.constant(src_ell), tf.constant(w_ell, self.dtype)))
+        self._stim = [(s, {p: tf.constant(a, self.dtype) for p, a in s.amplitude.items() if np.any(a)})
+                      for s in net.stimuli]
+        self._fn = tf.function(self._interval, jit_compile=jit_compile, autograph=False)
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def _layout(self) -> KernelLayout:
+        net = self.net
+        integrated, fire_keys, event_keys = [], {}, []
+        for pop in net.populations.values():
+            integrated += [state_key(pop.name, v) for v in pop.model.variables]
+            fire_keys[pop.name] = state_key(pop.name, "fire_t")
+        for proj in net.projections:
+            if isinstance(proj.synapse, GradedKinetic):
+                integrated += [state_key(proj.spec.name, v) for v in proj.synapse.variables]
+            else:
+                key = state_key(proj.target, proj.synapse.var)
+                if key not in event_keys:
+                    event_keys.append(key)
+        recs = []
+        for rec in net.spec.recordings:
+            local = net.populations[rec.population].local
+            pos = np.searchsorted(local, np.asarray(rec.neurons, np.int64))
+            present = (pos < local.size) & (local[np.minimum(pos, max(local.size - 1, 0))] == np.asarray(rec.neurons)) if local.size else np.zeros(len(rec.neurons), bool)
+            recs.append((rec.name, rec.population, rec.variable, pos[present].astype(np.int64)))
+        return KernelLayout(integrated, fire_keys, event_keys, recs)
+
+    # -- the step ---------------------------------------------------------------------------
+
+    def _rhs(self, t64: Any, y: dict[str, Any], fire: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        tf, ops, dtype = self.tf, self.ops, self.dtype
+        zero = 0.0
+        drives = {name: [zero, zero, zero] for name in self.net.populations}
+        terms: dict[str, tuple[Any, Any]] = {}
+        for stim, amps in self._stim:
+            if not amps:
+                continue
+            shape = tf.cast(stim.waveform.shape(ops, stim.params, t64), dtype)
+            for pop_name, amp in amps.items():
+                drives[pop_name][0] = drives[pop_name][0] + amp * shape
+        for proj, src_ell, w_ell in self._graded:
+            syn, p = proj.synapse, proj.params
+            s = {v: y[state_key(proj.spec.name, v)] for v in syn.variables}
+            if syn.signal == "v":
+                T = syn.transmitter(ops, p, y[state_key(proj.source, "v")], t64, 0.0)
+            else:
+                T = tf.cast(syn.transmitter(ops, p, fire[proj.source], t64, proj.spec.delay_ms), dtype)
+            for v, ab in syn.terms(ops, p, s, T).items():
+                terms[state_key(proj.spec.name, v)] = ab
+            g = tf.reduce_sum(w_ell * tf.gather(syn.open_fraction(ops, p, s), src_ell), axis=1)
+            d = drives[proj.target]
+            d[1] = d[1] + g
+            d[2] = d[2] + g * p["E_mV"]
+        for pop in self.net.populations.values():
+            yp = {v: y[state_key(pop.name, v)] for v in pop.model.variables}
+            for v, ab in pop.model.terms(ops, pop.params, yp, Drive(*drives[pop.name])).items():
+                terms[state_key(pop.name, v)] = ab
+        return terms
+
+    def _step(self, y: dict[str, Any], k: Any, inc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        tf, dtype, dt = self.tf, self.dtype, self.dt
+        t64 = tf.cast(k, tf.float64) * dt
+        fire = {pop: y[key] for pop, key in self.layout.fire_keys.items()}
+        yi = {key: y[key] for key in self.layout.integrated}
+        for key, x in inc.items():
+            yi[key] = yi[key] + x
+        new = self.method(lambda t, s: self._rhs(t, s, fire), t64, yi, dt, self.ops)
+        spikes = {}
+        for pop in self.net.populations.values():
+            th = pop.model.threshold_mV(pop.params)
+            v0, v1 = yi[state_key(pop.name, "v")], new[state_key(pop.name, "v")]
+            cross = (v0 < th) & (v1 >= th)
+            frac = tf.cast((th - v0) / tf.where(cross, v1 - v0, tf.ones_like(v0)), tf.float64)
+            ts = t64 + dt * frac
+            ok = cross & (ts - fire[pop.name] >= pop.model.refractory_ms(pop.params))
+            fire[pop.name] = tf.where(ok, ts, fire[pop.name])
+            spikes[pop.name] = tf.where(ok, ts, tf.constant(np.nan, tf.float64))
+        out = dict(new)
+        for pop, key in self.layout.fire_keys.items():
+            out[key] = fire[pop]
+        samples = {name: tf.gather(new[state_key(pop, var)], pos) for name, pop, var, pos in self.layout.recordings}
+        return out, spikes, samples
+
+    def _interval(self, state: dict[str, Any], steps: Any, inputs: dict[str, Any]) -> tuple[Any, Any, Any]:
+        tf = self.tf
+        zeros_spk = {pop: tf.zeros([self.net.populations[pop].local.size], tf.float64) for pop in self.layout.fire_keys}
+        zeros_smp = {name: tf.zeros([pos.size], self.dtype) for name, _, _, pos in self.layout.recordings}
+
+        if self.loop == "while":
+            # The default: a scan written as a while loop with TensorArrays for the per-step
+            # outputs only. tf.scan must stack every carried variable (its output is its carry),
+            # which costs ~1.3x here (benchmarks/kernel_loop.py).
+            m = tf.shape(steps)[0]
+            tas_spk = {k: tf.TensorArray(tf.float64, size=m) for k in zeros_spk}
+            tas_smp = {k: tf.TensorArray(self.dtype, size=m) for k in zeros_smp}
+
+            def body(i: Any, y: Any, ta1: Any, ta2: Any) -> Any:
+                inc = {k: v[i] for k, v in inputs.items()}
+                y2, spk, smp = self._step(y, steps[i], inc)
+                return (i + 1, y2, {k: ta1[k].write(i, spk[k]) for k in ta1}, {k: ta2[k].write(i, smp[k]) for k in ta2})
+
+            _, final, tas_spk, tas_smp = tf.while_loop(lambda i, *a: i < m, body, (0, state, tas_spk, tas_smp))
+            return final, {k: v.stack() for k, v in tas_spk.items()}, {k: v.stack() for k, v in tas_smp.items()}
+
+        def scan_fn(carry: Any, elem: Any) -> Any:
+            y, _, _ = carry
+            k, inc = elem
+            return self._step(y, k, inc)
+
+        ys, spikes, samples = tf.scan(scan_fn, (steps, inputs), initializer=(state, zeros_spk, zeros_smp))
+        final = {k: v[-1] for k, v in ys.items()}
+        return final, spikes, samples
+
+    # -- host interface ---------------------------------------------------------------------
+
+    def to_device(self, state: dict[str, np.ndarray]) -> dict[str, Any]:
+        tf = self.tf
+        return {k: tf.constant(v, tf.float64 if k.endswith(".fire_t") else self.dtype) for k, v in state.items()}
+
+    def to_host(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v.numpy(), dtype=np.float64) for k, v in state.items()}
+
+    def run(self, state: dict[str, Any], step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local]."""
+        tf = self.tf
+        steps = tf.range(step0, step0 + n_steps, dtype=tf.int64)
+        feeds = {k: tf.constant(inputs[k], self.dtype) for k in self.layout.event_keys}
+        new_state, spikes, samples = self._fn(state, steps, feeds)
+        return new_state, {k: v.numpy() for k, v in spikes.items()}, {k: v.numpy() for k, v in samples.items()}

@@ -1,0 +1,82 @@
+"""What a model module provides. Models are written against an ``ops`` namespace (``exp``,
+``where``, ``abs``) so the same equations run on TensorFlow tensors inside the compiled step and
+on NumPy arrays (tests, the async integrator). Models know nothing of MPI, files or the engine.
+
+Every model is *conditionally linear*: each variable obeys dx/dt = a(y)·x + b(y), where a, b may
+depend on the other variables. That one form serves forward Euler and RK4 (dx/dt = a x + b) and
+exponential Euler (x ← x + (a x + b)·dt·φ(a dt)), as in Brian2's ``exponential_euler``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple
+
+Array = Any  # a tf.Tensor or np.ndarray
+Terms = dict[str, tuple[Any, Any]]  # variable -> (a, b); a or b may be a Python float
+
+
+class Drive(NamedTuple):
+    """Inputs to a neuron's membrane equation from outside the neuron, per neuron."""
+
+    i_ext: Any  # injected current, in the model's current unit (0.0 when none)
+    g_syn: Any  # summed synaptic conductance, in the model's conductance unit (0.0 when none)
+    gE_syn: Any  # summed conductance × reversal potential (mV × conductance unit)
+
+
+class NeuronModel:
+    """Base class. Subclasses set the class attributes and implement ``initial_state`` and ``terms``."""
+
+    name: str = ""
+    variables: tuple[str, ...] = ()  # integrated state; "v" (membrane potential, mV) first
+    defaults: Mapping[str, float] = {}  # parameter defaults; units in the names
+    conductance_unit: str = "mS_cm2"  # unit of synaptic conductance onto this model
+    current_unit: str = "uA_cm2"  # unit of injected current
+    capacitance_key: str = "C_uF_cm2"
+    event_vars: tuple[str, ...] = ()  # variables spike-triggered synapses may increment
+    description: str = ""
+
+    def params(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        p = dict(self.defaults)
+        p.update(overrides or {})
+        return p
+
+    def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:
+        """Initial values, one array of length ``n`` per variable. ``normal(tag)`` returns standard
+        normal draws for these neurons, the same for a neuron however the network is split."""
+        raise NotImplementedError
+
+    def terms(self, ops: Any, p: Mapping[str, float], y: Mapping[str, Array], drive: Drive) -> Terms:
+        raise NotImplementedError
+
+    def threshold_mV(self, p: Mapping[str, float]) -> float:
+        return p["threshold_mV"]
+
+    def refractory_ms(self, p: Mapping[str, float]) -> float:
+        return p["refractory_ms"]
+
+
+def membrane(p_C: float, g_leak_terms: list[tuple[Any, float]], drive: Drive) -> tuple[Any, Any]:
+    """(a, b) of C dv/dt = -Σ g_k (v - E_k) + I_ext - g_syn (v) + gE_syn for the given channel list."""
+    g_tot = drive.g_syn
+    gE_tot = drive.gE_syn
+    for g, E in g_leak_terms:
+        g_tot = g_tot + g
+        gE_tot = gE_tot + g * E
+    return (-g_tot / p_C, (gE_tot + drive.i_ext) / p_C)
+
+
+def xoe(ops: Any, x: Array, ex: Array, small: float) -> Array:
+    """x / (e^x - 1) given ex = e^x, with the removable singularity at x = 0 handled
+    (float32 hits 0/0 there otherwise; see peers_measured.md)."""
+    safe = ops.abs(x) < small
+    return ops.where(safe, 1.0 - 0.5 * x + x * x / 12.0, x / ops.where(safe, 1.0, ex - 1.0))
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """A stimulus time course y(t) (dimensionless) multiplied by the amplitude."""
+
+    name: str
+    defaults: Mapping[str, float]
+    shape: Callable[[Any, Mapping[str, float], Any], Any]  # (ops, params, t) -> y(t)
+    check: Callable[[Mapping[str, float], Callable[[str], str]], None]

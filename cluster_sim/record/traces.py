@@ -1,0 +1,67 @@
+"""Sampled state variables in the SONATA report layout, one file per recording:
+``/report/<population>/data`` [n_samples × n_neurons] and ``mapping/{node_ids, index_pointers,
+element_ids, time}`` with time = (start, stop, dt) in ms. Appended chunk by chunk (SWMR)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cluster_sim.record._h5 import append, appendable
+
+
+class TraceWriter:
+    def __init__(self, path: Path, population: str, variable: str, node_ids: np.ndarray, sampling_ms: float,
+                 unit: str, resume_rows: int | None = None) -> None:
+        self.path, self.pop, self.dt = Path(path), population, sampling_ms
+        if resume_rows is None:
+            tmp = self.path.with_suffix(".h5.tmp")
+            with h5py.File(tmp, "w", libver="latest") as f:
+                g = f.create_group(f"report/{population}")
+                ds = appendable(g, "data", np.float64, width=len(node_ids))
+                ds.attrs["units"] = unit
+                ds.attrs["variable_name"] = variable
+                m = g.create_group("mapping")
+                m.create_dataset("node_ids", data=np.asarray(node_ids, np.uint64))
+                m.create_dataset("index_pointers", data=np.arange(len(node_ids) + 1, dtype=np.uint64))
+                m.create_dataset("element_ids", data=np.zeros(len(node_ids), np.uint32))
+                tm = m.create_dataset("time", data=np.array([sampling_ms, sampling_ms, sampling_ms]))
+                tm.attrs["units"] = "ms"
+            tmp.replace(self.path)
+        self.f = h5py.File(self.path, "r+", libver="latest")
+        self.data = self.f[f"report/{population}/data"]
+        self.time = self.f[f"report/{population}/mapping/time"]
+        if resume_rows is not None:
+            self.data.resize(resume_rows, axis=0)
+        self.f.swmr_mode = True
+        self.rows = int(self.data.shape[0])
+        self._pending: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        if rows.shape[0]:
+            self._pending.append(rows)
+
+    def flush(self) -> None:
+        if self._pending:
+            block = np.concatenate(self._pending, axis=0)
+            append(self.data, block)
+            self.rows += block.shape[0]
+            self._pending.clear()
+            # Sample i is the state at (i + 1)·sampling_ms: time = (start, stop exclusive, dt).
+            self.time[:] = np.array([self.dt, (self.rows + 1) * self.dt, self.dt])
+        self.f.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.f.close()
+
+
+def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times ms, node_ids, data [n_samples × n_neurons])."""
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        pop = next(iter(f["report"]))
+        g = f["report"][pop]
+        data = g["data"][:]
+        start, _, dt = g["mapping/time"][:]
+        return start + dt * np.arange(data.shape[0]), g["mapping/node_ids"][:], data

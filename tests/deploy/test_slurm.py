@@ -1,0 +1,312 @@
+"""Against the real one-node SLURM (scripts/slurm_local.sh; no slurmdbd, so sacct is disabled).
+
+Most tests put the fake ``cluster-sim run`` (tests/deploy/payloads/fake_cluster_sim.py: same
+contract, SONATA output, checkpoint on USR1/TERM, exit 75, --resume) in the engine's place, so the
+templates, trap, requeue and tracking are exercised exactly as in production. Tests named
+``test_engine_*`` run the real engine and are skipped, with the reason, until it is importable;
+``test_two_ranks_*`` waits for MPI.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy_helpers import (PAYLOAD, ROOT, read_spikes, release_when_requeued, run_cs, scontrol_job,
+                            submitted_dir)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
+
+COMMON = ("--cpus-per-task", "1", "--no-validate")
+
+
+def submit(*args, runs_dir: Path, payload: str | None = None) -> Path:
+    extra = ("--payload", payload) if payload else ()
+    cp = run_cs("submit", *args, "--runs-dir", runs_dir, *COMMON, *extra, check=True)
+    return submitted_dir(cp.stdout)
+
+
+def job_id(rd: Path) -> str:
+    return (rd / "job_id").read_text().split()[0]
+
+
+def status_json(rd: Path, *extra: str) -> dict:
+    cp = run_cs("status", rd, "--json", *extra)
+    return json.loads(cp.stdout)
+
+
+def wait_json(rd: Path, timeout: float = 120) -> dict:
+    return status_json(rd, "--wait", "--timeout", str(timeout))
+
+
+def wait_running(jid: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if scontrol_job(jid).get("JobState") == "RUNNING":
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"job {jid} never ran: {scontrol_job(jid)}")
+
+
+def local_payload_run(spec: Path, out: Path, *sets: str) -> Path:
+    cmd = [sys.executable, str(PAYLOAD), "run", str(spec), "--out", str(out)]
+    for s in sets:
+        cmd += ["--set", s]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out / "spikes.h5"
+
+
+def log_text(rd: Path) -> str:
+    return "\n".join(p.read_text() for p in sorted((rd / "logs").glob("*.out")))
+
+
+# ---- basic run, provenance, collect ----------------------------------------------------------
+def test_submit_run_matches_local_run(spec, runs_dir, payload, tmp_path):
+    sets = ("fake.steps=15", "fake.seed=4")
+    rd = submit(spec, "--time", "00:05:00", *[x for s in sets for x in ("--set", s)], runs_dir=runs_dir,
+                payload=payload)
+    st = wait_json(rd)
+    assert st["state"] == "COMPLETED", log_text(rd)
+    assert st["units"][0]["exit_code"] == 0 and st["units"][0]["source"] == "scontrol"
+    assert read_spikes(rd / "out" / "spikes.h5") == read_spikes(local_payload_run(spec, tmp_path / "local", *sets))
+    prov = rd / "provenance" / "restart-0"
+    for f in ("host.txt", "env.txt", "nodes.txt", "versions.txt"):
+        assert (prov / f).stat().st_size > 0, f
+    assert "SLURM_JOB_ID=" in (prov / "env.txt").read_text()
+    assert "slurm" in (prov / "versions.txt").read_text()
+    assert list((rd / "logs").glob("*-%s.out" % job_id(rd)))
+    run_cs("collect", rd, check=True)
+    row = next(csv.DictReader((rd / "results" / "summary.csv").open()))
+    assert row["state"] == "COMPLETED" and int(row["n_spikes"]) > 0 and float(row["phase_integrate"]) > 0
+
+
+def test_status_with_accounting_disabled(spec, runs_dir, payload):
+    cp = subprocess.run(["sacct", "--parsable2", "--noheader"], capture_output=True, text=True)
+    assert cp.returncode != 0, "this cluster is meant to run without slurmdbd"
+    rd = submit(spec, "--time", "00:05:00", "--set", "fake.steps=3", runs_dir=runs_dir, payload=payload)
+    st = status_json(rd)
+    assert st["units"][0]["source"] == "scontrol"
+    assert st["units"][0]["state"] in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "COMPLETED")
+    assert wait_json(rd)["state"] == "COMPLETED"
+
+
+# ---- failure, cancel ------------------------------------------------------------------------
+def test_failing_job_reported_with_log_tail(spec, runs_dir, payload):
+    rd = submit(spec, "--time", "00:05:00", "--set", "fake.exit=3", runs_dir=runs_dir, payload=payload)
+    wait_json(rd)
+    cp = run_cs("status", rd)
+    assert cp.returncode == 1, cp.stdout
+    assert "FAILED exit=3" in cp.stdout
+    assert "failing on purpose with status 3" in cp.stdout  # the log tail
+    assert "run exited with status 3" in cp.stdout
+
+
+def test_cancel(spec, runs_dir, payload):
+    rd = submit(spec, "--time", "00:05:00", "--set", "fake.steps=600", "--set", "fake.step_s=0.1",
+                runs_dir=runs_dir, payload=payload)
+    wait_running(job_id(rd))
+    run_cs("cancel", rd, check=True)
+    st = wait_json(rd, timeout=60)
+    assert st["state"] == "CANCELLED", st
+    assert run_cs("status", rd).returncode == 1
+
+
+# ---- arrays, dependencies, studies ------------------------------------------------------------
+def test_array_sweep_and_collect(spec, runs_dir, payload, tmp_path):
+    sw = tmp_path / "sweep.toml"
+    sw.write_text(f'job = "{spec.name}"\nmax_parallel = 2\n[set]\n"fake.steps" = 5\n'
+                  f'[sweep]\n"stimuli.odor.amplitude_uA_cm2" = [0.5, 1, 2]\n')
+    cp = run_cs("sweep", sw, "--runs-dir", runs_dir, "--time", "00:05:00", *COMMON, "--payload", payload, check=True)
+    rd = submitted_dir(cp.stdout)
+    assert "#SBATCH --array=0-2%2" in (rd / "job.sbatch").read_text()
+    st = wait_json(rd)
+    assert st["state"] == "COMPLETED", log_text(rd)
+    assert [u["unit"] for u in st["units"]] == ["task-0", "task-1", "task-2"]
+    for i, amp in enumerate(("0.5", "1", "2")):
+        argv = json.loads((rd / "tasks" / str(i) / "out" / "argv.json").read_text())
+        assert argv["sets"] == ["fake.steps=5", f"stimuli.odor.amplitude_uA_cm2={amp}"]
+        assert (rd / "tasks" / str(i) / "provenance" / "restart-0" / "env.txt").is_file()
+    jid = job_id(rd)
+    assert sorted(p.name.split("-")[-1] for p in (rd / "logs").glob("*.out")) == [f"{jid}_{i}.out" for i in range(3)]
+    run_cs("collect", rd, check=True)
+    rows = list(csv.DictReader((rd / "results" / "summary.csv").open()))
+    assert [r["stimuli.odor.amplitude_uA_cm2"] for r in rows] == ["0.5", "1", "2"]
+    spikes = [int(r["n_spikes"]) for r in rows]
+    assert spikes[0] < spikes[1] < spikes[2]  # the fake payload's rate grows with the amplitude
+
+
+def test_dependency_chain(spec, runs_dir, payload):
+    a = submit(spec, "--time", "00:05:00", "--set", "fake.steps=20", "--set", "fake.step_s=0.1", runs_dir=runs_dir,
+               payload=payload)
+    b = submit(spec, "--time", "00:05:00", "--dependency", f"afterok:{job_id(a)}", "--set", "fake.steps=2",
+               runs_dir=runs_dir, payload=payload)
+    time.sleep(1.0)
+    fb = scontrol_job(job_id(b))
+    assert fb["JobState"] == "PENDING" and fb["Reason"] == "Dependency"
+    assert wait_json(b)["state"] == "COMPLETED"
+    fa, fb = scontrol_job(job_id(a)), scontrol_job(job_id(b))
+    assert fb["StartTime"] >= fa["EndTime"]
+
+
+def test_scaling_study_chain_and_collect_job(spec, runs_dir, payload, tmp_path):
+    st = tmp_path / "study.toml"
+    st.write_text(f'name = "smoke"\njob = "{spec.name}"\nnodes = [1]\nranks_per_node = [1, 2]\nmodes = ["bsp"]\n'
+                  f'seeds = [1]\nseed_key = "fake.seed"\ntime = "00:05:00"\nexclusive = false\n'
+                  f'[set]\n"fake.steps" = 8\n')
+    cp = run_cs("scale", st, "--runs-dir", runs_dir, "--no-validate", "--payload", payload, check=True)
+    rd = submitted_dir(cp.stdout)
+    man = json.loads((rd / "manifest.json").read_text())
+    ids = [j["job_id"] for j in man["jobs"]]
+    assert [j["role"] for j in man["jobs"]] == ["member", "member", "collect"]
+    assert wait_json(rd)["state"] == "COMPLETED", log_text(rd)
+    # the collect job runs after every member, by dependency
+    deadline = time.monotonic() + 90
+    while scontrol_job(ids[-1]).get("JobState") != "COMPLETED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    fc = scontrol_job(ids[-1])
+    assert fc["JobState"] == "COMPLETED", (fc, log_text(rd))
+    assert fc["StartTime"] >= scontrol_job(ids[1])["EndTime"] >= scontrol_job(ids[1])["StartTime"]
+    assert scontrol_job(ids[1])["StartTime"] >= scontrol_job(ids[0])["EndTime"]
+    rows = list(csv.DictReader((rd / "results" / "members.csv").open()))
+    assert [(r["ranks_per_node"], r["state"], r["ranks"]) for r in rows] == [("1", "COMPLETED", "1"),
+                                                                            ("2", "COMPLETED", "2")]
+    agg = list(csv.DictReader((rd / "results" / "scaling.csv").open()))
+    assert [a["ranks"] for a in agg] == ["1", "2"] and float(agg[0]["speedup"]) == 1.0
+    for png in ("wall_time.png", "speedup.png", "efficiency.png", "rtf_phases.png"):
+        assert (rd / "results" / png).stat().st_size > 1000
+
+
+# ---- requeue and resume ---------------------------------------------------------------------
+def test_usr1_checkpoints_requeues_and_resumes_identically(spec, runs_dir, payload, tmp_path):
+    sets = ("fake.steps=60", "fake.step_s=0.1", "fake.seed=9")
+    rd = submit(spec, "--time", "00:05:00", *[x for s in sets for x in ("--set", s)], runs_dir=runs_dir,
+                payload=payload)
+    jid = job_id(rd)
+    wait_running(jid)
+    time.sleep(2.0)
+    # What --signal=B:USR1@T does before the time limit: signal the batch shell only.
+    subprocess.run(["scancel", "--signal=USR1", "--batch", jid], check=True)
+    assert release_when_requeued(jid) == 1
+    st = wait_json(rd)
+    assert st["state"] == "COMPLETED", log_text(rd)
+    assert st["units"][0]["restarts"] == 1
+    log = log_text(rd)
+    assert "batch shell got SIGUSR1" in log and "requeueing job" in log and "resuming" in log
+    assert "fake cluster-sim: resumed at step" in log
+    assert (rd / "provenance" / "restart-1" / "env.txt").is_file()
+    assert read_spikes(rd / "out" / "spikes.h5") == read_spikes(local_payload_run(spec, tmp_path / "local", *sets))
+
+
+def test_requeue_cap(spec, runs_dir, payload):
+    rd = submit(spec, "--time", "00:05:00", "--max-requeues", "0", "--set", "fake.steps=100",
+                "--set", "fake.step_s=0.1", runs_dir=runs_dir, payload=payload)
+    jid = job_id(rd)
+    wait_running(jid)
+    time.sleep(1.0)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", jid], check=True)
+    st = wait_json(rd, timeout=60)
+    assert st["state"] == "FAILED" and st["units"][0]["exit_code"] == 75, st
+    assert "already requeued 0 times (max 0)" in st["units"][0]["log_tail"]
+    assert (rd / "out" / "checkpoint.h5").is_file()
+
+
+@pytest.mark.slow
+def test_time_limit_signal_requeues_and_resumes(spec, runs_dir, payload, tmp_path):
+    """--time=00:01:00 with --signal=B:USR1@50: SLURM itself signals before the limit."""
+    sets = ("fake.steps=450", "fake.step_s=0.1", "fake.seed=5")
+    rd = submit(spec, "--time", "00:01:00", "--signal-seconds", "50", *[x for s in sets for x in ("--set", s)],
+                runs_dir=runs_dir, payload=payload)
+    jid = job_id(rd)
+    assert "#SBATCH --signal=B:USR1@50" in (rd / "job.sbatch").read_text()
+    assert release_when_requeued(jid, timeout_s=100) >= 1, log_text(rd)
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        f = scontrol_job(jid)
+        if f["JobState"] in ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"):
+            break
+        if f["JobState"] == "PENDING" and f.get("Reason") == "BeginTime":
+            release_when_requeued(jid)
+        time.sleep(0.5)
+    st = status_json(rd)
+    assert st["state"] == "COMPLETED", (st, log_text(rd))
+    assert st["units"][0]["restarts"] >= 1
+    assert read_spikes(rd / "out" / "spikes.h5") == read_spikes(local_payload_run(spec, tmp_path / "local", *sets))
+
+
+# ---- the real engine (await the core) --------------------------------------------------------
+SMALL = ROOT / "jobs" / "cobahh_small.toml"
+
+
+def _engine_ready() -> str:
+    if importlib.util.find_spec("cluster_sim.cli") is None:
+        return "awaits the core CLI (cluster_sim/cli.py)"
+    try:
+        import cluster_sim.engine  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return f"awaits the engine (import cluster_sim.engine failed: {e})"
+    if not SMALL.is_file():
+        return f"awaits {SMALL.relative_to(ROOT)}"
+    cp = subprocess.run([sys.executable, "-m", "cluster_sim.cli", "run", "--help"], capture_output=True, text=True)
+    if cp.returncode != 0:
+        return "awaits `cluster-sim run` in the core CLI"
+    return ""
+
+
+def _local_engine_run(out: Path, *extra: str) -> Path:
+    subprocess.run([sys.executable, "-m", "cluster_sim.cli", "run", str(SMALL), "--out", str(out), *extra],
+                   check=True, capture_output=True, cwd=ROOT, timeout=600)
+    return out / "spikes.h5"
+
+
+def test_engine_run_matches_local_run(runs_dir, tmp_path):
+    reason = _engine_ready()
+    if reason:
+        pytest.skip(reason)
+    rd = submit(SMALL, "--time", "00:10:00", runs_dir=runs_dir)
+    st = wait_json(rd, timeout=600)
+    assert st["state"] == "COMPLETED", log_text(rd)
+    assert read_spikes(rd / "out" / "spikes.h5") == read_spikes(_local_engine_run(tmp_path / "local"))
+    run = json.loads((rd / "out" / "run.json").read_text())
+    assert run["ranks"] == 1 and run["n_spikes"] > 0
+
+
+def test_engine_requeue_resumes_identically(runs_dir, tmp_path):
+    reason = _engine_ready()
+    if reason:
+        pytest.skip(reason)
+    rd = submit(SMALL, "--time", "00:10:00", "--checkpoint-every", "10", runs_dir=runs_dir)
+    jid = job_id(rd)
+    wait_running(jid)
+    deadline = time.monotonic() + 300  # signal once the run has started integrating
+    while time.monotonic() < deadline and "integrat" not in log_text(rd).lower():
+        if scontrol_job(jid).get("JobState") != "RUNNING":
+            break
+        time.sleep(0.5)
+    time.sleep(2.0)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", jid], check=True)
+    release_when_requeued(jid, timeout_s=300)
+    st = wait_json(rd, timeout=600)
+    assert st["state"] == "COMPLETED", log_text(rd)
+    assert read_spikes(rd / "out" / "spikes.h5") == read_spikes(_local_engine_run(tmp_path / "local"))
+
+
+def test_two_ranks_match_one_rank(runs_dir, tmp_path):
+    """Ready for the MPI issue: 2 ranks through srun --mpi=pmix give the 1-rank spikes."""
+    reason = _engine_ready()
+    if reason:
+        pytest.skip(reason)
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("awaits MPI (mpi4py not installed)")
+    rd = submit(SMALL, "--time", "00:10:00", "--ranks-per-node", "2", runs_dir=runs_dir)
+    st = wait_json(rd, timeout=600)
+    assert st["state"] == "COMPLETED", log_text(rd)
+    run = json.loads((rd / "out" / "run.json").read_text())
+    if run.get("ranks") != 2:
+        pytest.skip(f"awaits MPI: the engine ran {run.get('ranks')} rank(s) under srun -n 2")
+    assert read_spikes(rd / "out" / "spikes.h5") == read_spikes(_local_engine_run(tmp_path / "local"))

@@ -55,8 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("simulation.mode", "async", "the asynchronous mode is not available in this version",
                           'use mode = "bsp"')
     from cluster_sim.engine.device import prepare_environment
+    from cluster_sim.engine.mpi_env import mpi_context
 
-    prepare_environment()
+    ctx = mpi_context()  # None unless launched by mpiexec/srun with more than one rank
+    prepare_environment(ctx.local_rank if ctx else None)
     t0 = time.perf_counter()
     import tensorflow  # noqa: F401  (import time is part of startup)
 
@@ -64,10 +66,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cluster_sim.engine.loop import simulate
 
     result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=args.checkpoint_every,
-                      progress=None if not args.quiet else False, startup_s=startup)
-    if not args.quiet:
+                      progress=None if not args.quiet else False, startup_s=startup,
+                      comm=ctx.comm if ctx else None, cpu_threads=ctx.cpu_threads if ctx else None)
+    root = ctx is None or ctx.rank == 0
+    if root and not args.quiet:
         print(format_summary(result.info, out))
-    if result.exit_status != 0:
+    if root and result.exit_status != 0:
         print(f"stopped by signal: checkpoint written to {out}; continue with: cluster-sim run {args.job} --out {out} --resume",
               file=sys.stderr)
     return result.exit_status
@@ -166,17 +170,45 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    status: int
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
     except ConfigError as e:
-        print(f"cluster-sim: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        _report(f"cluster-sim: error: {e}")
+        status = EXIT_BAD_INPUT
     except (RunError, SubmissionError, JobFailedError) as e:
-        print(f"cluster-sim: run failed: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        _report(f"cluster-sim: run failed: {e}")
+        status = EXIT_FAILED
     except KeyboardInterrupt:
-        print("cluster-sim: interrupted", file=sys.stderr)
-        return 130
+        _report("cluster-sim: interrupted")
+        status = 130
+    except Exception as e:  # noqa: BLE001 - under MPI an unhandled error must stop every rank
+        if not _in_mpi():
+            raise
+        import traceback
+
+        _report(f"cluster-sim: unexpected error: {e!r}\n{traceback.format_exc()}")
+        status = EXIT_FAILED
+    if status not in (0, 75) and _in_mpi():
+        # Peers may be blocked in a collective: MPI_Abort ends every rank now (no hang).
+        from cluster_sim.engine.mpi_env import abort_all
+
+        abort_all(status)
+    return status
+
+
+def _in_mpi() -> bool:
+    from cluster_sim.engine.mpi_env import active_context
+
+    return active_context() is not None
+
+
+def _report(msg: str) -> None:
+    from cluster_sim.engine.mpi_env import active_context
+
+    ctx = active_context()
+    prefix = f"[rank {ctx.rank}/{ctx.size}] " if ctx is not None else ""
+    print(prefix + msg, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -245,8 +245,6 @@ def status(run_dir: Path, *, watcher: Watcher | None = None, tail_lines: int = 2
             if ec is not None and not ec[1]:
                 state, code = (JobState.COMPLETED if ec[0] == 0 else JobState.FAILED), ec[0]
         log = find_log(run_dir, d, u["job"])
-        if log is None and info.state is not JobState.PENDING:
-            log = None
         out.append(UnitStatus(u["unit"], u["job"], state, code, info.restarts, info.source or "exitcode-file", d,
                               log, tail(log, tail_lines) if state.is_failure else ""))
     return out

@@ -221,15 +221,16 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     cres = R.JobResources(nodes=1, ranks_per_node=1, time="00:15:00", partition=st.partition, account=st.account,
                           exclusive=False, requeue=False, dependency=f"afterany:{all_ids}")
     site = opts.site
-    if opts.payload or not site.command:
-        ccmd = [site.python_exe(), "-m", "cluster_sim.deploy.cli"]
-    else:
-        ccmd = list(site.command)
+    cont = opts.container_obj(must_exist=True)
+    # collect needs no GPU and no MPI: the host's cluster-sim, or the image's without --nv.
+    ccmd = ([cont.runtime, "exec", *[w for b in cont.binds for w in ("--bind", b)], str(cont.image), "cluster-sim"]
+            if cont is not None else site.cluster_sim_command())
     ctext = R.render("collect.sbatch.j2", site, cres, None, job_name=f"{st.name}-collect"[:100], run_dir=run_dir,
                      comment=f"cluster-sim-{uid}", command=ccmd).text
     write_atomic(run_dir / "collect.sbatch", ctext)
     cid = sbatch(run_dir / "collect.sbatch", runner=runner)
     man["jobs"].append({"job_id": cid, "role": "collect", "script": "collect.sbatch"})
+    man["units"].append({"unit": "collect", "dir": "collect", "job": cid})
     write_json(run_dir / MANIFEST, man)
     write_atomic(run_dir / "job_id", "\n".join(j["job_id"] for j in man["jobs"]) + "\n")
     return Submitted(run_dir, "".join(f"# ===== member {m.name} =====\n{r.text}" for m, r, _ in scripts),

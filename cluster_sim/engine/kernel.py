@@ -21,6 +21,16 @@ from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
 
 
+# Local arrays are padded to a multiple of this many neurons: XLA's vectorised loops compute
+# the last (n mod vector width) elements in a scalar remainder whose exp() can differ in the
+# last bit, which would make results depend on how neurons are split across ranks.
+LANES = 32
+
+
+def padded(n: int) -> int:
+    return -(-n // LANES) * LANES
+
+
 def state_key(owner: str, var: str) -> str:
     return f"{owner}.{var}"
 
@@ -97,8 +107,11 @@ class IntervalKernel:
         for proj in net.projections:
             if isinstance(proj.synapse, GradedKinetic):
                 src_ell, w_ell = ell_layout(net, proj)
+                rows = padded(src_ell.shape[0]) - src_ell.shape[0]
+                src_ell = np.pad(src_ell, ((0, rows), (0, 0)))
+                w_ell = np.pad(w_ell, ((0, rows), (0, 0)))
                 self._graded.append((proj, tf.constant(src_ell), tf.constant(w_ell, self.dtype)))
-        self._stim = [(s, {p: tf.constant(a, self.dtype) for p, a in s.amplitude.items() if np.any(a)})
+        self._stim = [(s, {p: tf.constant(self._pad(a, p, 0.0), self.dtype) for p, a in s.amplitude.items() if np.any(a)})
                       for s in net.stimuli]
         self._fn = tf.function(self._interval, jit_compile=jit_compile, autograph=False)
 
@@ -183,7 +196,7 @@ class IntervalKernel:
 
     def _interval(self, state: dict[str, Any], steps: Any, inputs: dict[str, Any]) -> tuple[Any, Any, Any]:
         tf = self.tf
-        zeros_spk = {pop: tf.zeros([self.net.populations[pop].local.size], tf.float64) for pop in self.layout.fire_keys}
+        zeros_spk = {pop: tf.zeros([padded(self.net.populations[pop].local.size)], tf.float64) for pop in self.layout.fire_keys}
         zeros_smp = {name: tf.zeros([pos.size], self.dtype) for name, _, _, pos in self.layout.recordings}
 
         if self.loop == "while":
@@ -213,17 +226,38 @@ class IntervalKernel:
 
     # -- host interface ---------------------------------------------------------------------
 
+    def _owner(self, key: str) -> str:
+        """Population whose neurons index the state array ``key``."""
+        name = key.split(".")[0]
+        if name in self.net.populations:
+            return name
+        return next(p.source for p in self.net.projections if p.spec.name == name)
+
+    def _pad(self, arr: np.ndarray, pop: str, fill: float | None = None) -> np.ndarray:
+        n = arr.shape[-1]
+        extra = padded(n) - n
+        if extra == 0:
+            return arr
+        width = [(0, 0)] * (arr.ndim - 1) + [(0, extra)]
+        return np.pad(arr, width, mode="edge") if fill is None else np.pad(arr, width, constant_values=fill)
+
     def to_device(self, state: dict[str, np.ndarray]) -> dict[str, Any]:
         tf = self.tf
-        return {k: tf.constant(v, tf.float64 if k.endswith(".fire_t") else self.dtype) for k, v in state.items()}
+        return {k: tf.constant(self._pad(v, self._owner(k)), tf.float64 if k.endswith(".fire_t") else self.dtype)
+                for k, v in state.items()}
 
     def to_host(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v.numpy(), dtype=np.float64) for k, v in state.items()}
+        out = {}
+        for k, v in state.items():
+            n = self.net.populations[self._owner(k)].local.size
+            out[k] = np.asarray(v.numpy()[:n], dtype=np.float64)
+        return out
 
     def run(self, state: dict[str, Any], step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local]."""
         tf = self.tf
         steps = tf.range(step0, step0 + n_steps, dtype=tf.int64)
-        feeds = {k: tf.constant(inputs[k], self.dtype) for k in self.layout.event_keys}
+        feeds = {k: tf.constant(self._pad(inputs[k], k.split(".")[0], 0.0), self.dtype) for k in self.layout.event_keys}
         new_state, spikes, samples = self._fn(state, steps, feeds)
-        return new_state, {k: v.numpy() for k, v in spikes.items()}, {k: v.numpy() for k, v in samples.items()}
+        sizes = {p: pop.local.size for p, pop in self.net.populations.items()}
+        return new_state, {k: v.numpy()[:, :sizes[k]] for k, v in spikes.items()}, {k: v.numpy() for k, v in samples.items()}

@@ -1,8 +1,7 @@
-"""The bulk-synchronous interval loop: integrate one interval (compiled), exchange spikes,
-deliver them into the ring buffers, record, and checkpoint at interval boundaries.
+"""The bulk-synchronous interval loop: integrate one interval (compiled), synchronise, exchange
+spikes, deliver them into the ring buffers, record, and checkpoint at interval boundaries.
 
-The pieces are separate so that a distributed run changes only the ``Exchange`` (and which
-neurons are local); the rest of this loop is the same for one rank or many.
+One rank or many run the same loop; only the ``Exchange`` and the set of local neurons differ.
 """
 from __future__ import annotations
 
@@ -13,23 +12,25 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from cluster_sim import __version__
 from cluster_sim.engine.delivery import RingBuffers, SpikeBatch
-from cluster_sim.engine.exchange import Exchange, LocalExchange
+from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exchange, LocalExchange
 from cluster_sim.errors import EXIT_CHECKPOINTED, EXIT_OK, ConfigError, RunError
+from cluster_sim.models import get_synapse_model
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network, build_network
+from cluster_sim.network.partition import check_graded, local_indices
 from cluster_sim.progress import Progress
-from cluster_sim.record.checkpoint import CHECKPOINT, atomic_write_json, load_checkpoint, save_checkpoint
+from cluster_sim.record import checkpoint as ckpt
 from cluster_sim.record.spikes import SpikeWriter
 from cluster_sim.record.traces import TraceWriter
 from cluster_sim.spec.schema import JobSpec
 
-PHASES = ("startup", "build", "integrate", "exchange", "deliver", "io", "checkpoint")
+PHASES = ("startup", "build", "integrate", "wait", "exchange", "deliver", "io", "checkpoint")
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Timers:
 
     def add(self, phase: str, dt: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + dt
+
+    def clock(self, phase: str) -> "_Clock":
+        return _Clock(self, phase)
 
 
 class _Clock:
@@ -56,29 +60,25 @@ def interval_steps(spec: JobSpec) -> int:
     or ``engine.interval_ms`` when every coupling acts inside the step."""
     dt = spec.integrator.dt_ms
     delays = [round(p.delay_ms / dt) for p in spec.projections
-              if not isinstance(_syn(p.synapse), GradedKinetic)]
+              if not isinstance(get_synapse_model(p.synapse), GradedKinetic)]
     if delays:
         return max(1, min(delays))
     return max(1, int(round(spec.engine.interval_ms / dt)))
 
 
-def _syn(name: str) -> Any:
-    from cluster_sim.models import get_synapse_model
-
-    return get_synapse_model(name)
-
-
 def spec_digest(spec: JobSpec) -> str:
-    """What must match between a checkpoint and the run that resumes it (not duration/output)."""
+    """What must match between a checkpoint and the run resuming it (not duration, output,
+    device or partition: a run may resume longer, elsewhere, on another number of ranks)."""
     raw = json.loads(json.dumps(spec.raw))
     raw.get("simulation", {}).pop("duration_ms", None)
     raw.pop("output", None)
-    raw.get("engine", {}).pop("device", None)
+    for key in ("device", "partition", "exchange"):
+        raw.get("engine", {}).pop(key, None)
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class _StopRequest:
-    """SIGTERM/SIGUSR1 set a flag; the loop checkpoints at the next interval boundary."""
+    """SIGTERM/SIGUSR1 set a flag; all ranks checkpoint at the next interval boundary."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -105,34 +105,82 @@ class RunResult:
     info: dict[str, Any]
 
 
+def make_exchange(spec: JobSpec, comm: Any, net: Network) -> Exchange:
+    if comm is None or comm.Get_size() == 1:
+        return LocalExchange()
+    if spec.engine.exchange == "allgather":
+        return AllgatherExchange(comm)
+    needed = [net.layout.gid(p.source, np.unique(p.src)) for p in net.projections
+              if not isinstance(p.synapse, GradedKinetic)]
+    local_gids = np.concatenate([net.layout.gid(name, pop.local) for name, pop in net.populations.items()])
+    return AlltoallExchange(comm, net.layout.n_total, np.concatenate(needed) if needed else np.zeros(0, np.int64), local_gids)
+
+
+def _checkpoint_arrays(net: Network, host_state: dict[str, np.ndarray], rings: RingBuffers) -> dict[str, np.ndarray]:
+    arrays = {f"gid/{name}": pop.local for name, pop in net.populations.items()}
+    arrays.update({f"state/{k}": v for k, v in host_state.items()})
+    arrays.update({f"ring/{k}": v for k, v in rings.snapshot().items()})
+    return arrays
+
+
+def _restore(parts: list[dict[str, np.ndarray]], net: Network, state_keys: list[str], rings: RingBuffers) -> dict[str, np.ndarray]:
+    """Reassemble state and rings for this rank's neurons from any number of rank files."""
+    owner_pop = {}  # state key -> population whose gids index it
+    for name, pop in net.populations.items():
+        for var in list(pop.model.variables) + ["fire_t"]:
+            owner_pop[f"{name}.{var}"] = name
+    for proj in net.projections:
+        if isinstance(proj.synapse, GradedKinetic):
+            for var in proj.synapse.variables:
+                owner_pop[f"{proj.spec.name}.{var}"] = proj.source
+    state = {}
+    for key in state_keys:
+        pop = owner_pop[key]
+        full = np.full(net.populations[pop].count, np.nan)
+        for part in parts:
+            full[part[f"gid/{pop}"]] = part[f"state/{key}"]
+        state[key] = full[net.populations[pop].local]
+    restored = {}
+    for key, ring in rings.rings.items():
+        pop = key.split(".")[0]
+        full = np.zeros((ring.shape[0], net.populations[pop].count))
+        for part in parts:
+            full[:, part[f"gid/{pop}"]] = part[f"ring/{key}"]
+        restored[key] = full[:, net.populations[pop].local]
+    rings.restore(restored)
+    return state
+
+
 def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkpoint_every_ms: float | None = None,
-             progress: bool | None = None, device: str | None = None, exchange: Exchange | None = None,
-             local: Mapping[str, np.ndarray] | None = None, startup_s: float = 0.0,
+             progress: bool | None = None, device: str | None = None, comm: Any = None, startup_s: float = 0.0,
              cpu_threads: int | None = None) -> RunResult:
-    """Run ``spec`` and write its results into ``out_dir``. Returns the exit status (0, or 75
-    when a signal asked for a checkpoint-and-stop) and the run summary (also in run.json)."""
+    """Run ``spec`` on this rank (``comm``: an mpi4py communicator, or None for one process) and
+    write the results into ``out_dir``. Returns the exit status (0, or 75 when a signal asked
+    for a checkpoint-and-stop) and the run summary (also written to run.json by rank 0)."""
     t_wall0 = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    exchange = exchange or LocalExchange()
+    size = comm.Get_size() if comm is not None else 1
+    rank = comm.Get_rank() if comm is not None else 0
+    is_root = rank == 0
     timers = Timers()
     timers.add("startup", startup_s)
-    is_root = exchange.rank == 0
-    ckpt_path = out / (CHECKPOINT if exchange.size == 1 else f"checkpoint.rank{exchange.rank}.npz")
     ckpt_every = spec.output.checkpoint_every_ms if checkpoint_every_ms is None else checkpoint_every_ms
 
-    resume_arrays: dict[str, np.ndarray] | None = None
-    resume_meta: dict[str, Any] = {}
+    # Every input check happens before compute, identically on every rank.
+    check_graded(spec, size)
+    manifest = None
     if resume:
-        if not ckpt_path.exists():
+        manifest = ckpt.read_manifest(out)
+        if manifest is None:
             raise ConfigError("--resume", str(out), "there is no checkpoint to resume from",
                               "run without --resume, or point --out at the folder of the interrupted run")
-        resume_arrays, resume_meta = load_checkpoint(ckpt_path)
-        if resume_meta["spec_digest"] != spec_digest(spec):
-            raise ConfigError("--resume", str(ckpt_path), "the checkpoint was written by a different network or integrator",
+        if manifest["spec_digest"] != spec_digest(spec):
+            raise ConfigError("--resume", str(out), "the checkpoint was written by a different network or integrator",
                               "resume with the same job spec and --set overrides as the interrupted run")
-        for phase, sec in resume_meta.get("phases", {}).items():
+        for phase, sec in manifest.get("phases", {}).items():
             timers.add(phase, sec)
+    if is_root:
+        out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     from cluster_sim.engine.device import select_device
@@ -144,10 +192,12 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
 
     timers.add("startup", time.perf_counter() - t0)
 
-    with _Clock(timers, "build"):
+    with timers.clock("build"):
+        local = local_indices(spec, rank, size) if size > 1 else None
         net: Network = build_network(spec, local)
         m = interval_steps(spec)
         rings = RingBuffers(net, m)
+        exchange = make_exchange(spec, comm, net)
 
     dt = spec.integrator.dt_ms
     total_steps = int(round(spec.simulation.duration_ms / dt))
@@ -158,138 +208,168 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
         kernel = IntervalKernel(net, precision=spec.integrator.precision, method=spec.integrator.method,
                                 dt_ms=dt, jit_compile=spec.engine.jit_compile, loop=spec.engine.loop)
         state0 = initial_state(net)
-        if resume_arrays is not None:
-            step = int(resume_meta["step"])
-            state0 = {k: resume_arrays[f"state/{k}"] for k in state0}
-            rings.restore({k: resume_arrays[f"ring/{k}"] for k in rings.rings})
-        else:
-            step = 0
+        step = 0
+        if manifest is not None:
+            step = int(manifest["step"])
+            state0 = _restore(ckpt.load_parts(out, manifest), net, list(state0), rings)
         state = kernel.to_device(state0)
         # Trace and compile outside the timed integration (for every interval length used).
-        zero_inputs = lambda n: {k: np.zeros((n, v.shape[1])) for k, v in rings.rings.items()}  # noqa: E731
         for n in sorted({m, (total_steps - step) % m} - {0}):
-            kernel.run(state, step, n, zero_inputs(n))
+            kernel.run(state, step, n, {k: np.zeros((n, v.shape[1])) for k, v in rings.rings.items()})
     timers.add("startup", time.perf_counter() - t0)
+    exchange.barrier()
 
-    writer = traces = None
+    writer: SpikeWriter | None = None
+    traces: dict[str, TraceWriter] = {}
     if is_root:
-        with _Clock(timers, "io"):
+        with timers.clock("io"):
             attrs = {"cluster_sim_version": __version__, "seed": spec.simulation.seed, "spec": json.dumps(spec.raw),
-                     "dt_ms": dt, "method": spec.integrator.method, "precision": spec.integrator.precision}
+                     "dt_ms": dt, "method": spec.integrator.method, "precision": spec.integrator.precision,
+                     "populations": json.dumps([p.name for p in spec.populations])}
             writer = SpikeWriter(out / "spikes.h5", {p.name: p.count for p in spec.populations}, attrs,
-                                 resume_counts=resume_meta.get("spike_counts") if resume else None)
-            traces = {}
+                                 resume_counts=manifest.get("spike_counts") if manifest else None)
             for r in spec.recordings:
-                unit = "mV" if r.variable == "v" else ""
-                traces[r.name] = TraceWriter(out / f"report_{r.name}.h5", r.population, r.variable,
-                                             np.asarray(r.neurons), r.sampling_ms, unit,
-                                             resume_rows=resume_meta.get("trace_rows", {}).get(r.name) if resume else None)
+                traces[r.name] = TraceWriter(out / f"report_{r.name}.h5", r.population, r.variable, np.asarray(r.neurons),
+                                             r.sampling_ms, "mV" if r.variable == "v" else "",
+                                             resume_rows=manifest["trace_rows"][r.name] if manifest else None)
+    # Which columns of each recording this rank holds (positions in the spec's neuron list).
+    rec_cols = {}
+    for name, pop, _, pos in kernel.layout.recordings:
+        gids_here = net.populations[pop].local[pos]
+        order = {n: i for i, n in enumerate(next(r for r in spec.recordings if r.name == name).neurons)}
+        rec_cols[name] = np.array([order[int(g)] for g in gids_here], np.int64)
 
     stop = _StopRequest()
     stop.install()
     prog = Progress(spec.simulation.duration_ms, enabled=progress if is_root else False, start_ms=step * dt)
     flush_every = max(1, int(round(spec.output.flush_every_ms / dt / m)))
     ckpt_every_iv = int(round(ckpt_every / dt / m)) if ckpt_every else 0
-    n_spikes = int(resume_meta.get("n_spikes", 0))
-    n_spikes_pop: dict[str, int] = dict(resume_meta.get("n_spikes_pop", {p.name: 0 for p in spec.populations}))
-    synapse_events = int(resume_meta.get("synapse_events", 0))
+    n_spikes_pop: dict[str, int] = dict(manifest["n_spikes_pop"]) if manifest else {p.name: 0 for p in spec.populations}
+    synapse_events = 0
     status = "completed"
     iv = 0
-    layout = net.layout
-    pop_local = {name: (layout.offsets[layout.index(name)], p.local) for name, p in net.populations.items()}
+    pop_local = {name: (net.layout.offsets[net.layout.index(name)], p.local) for name, p in net.populations.items()}
+    pending_spikes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in net.populations}
+    pending_samples: dict[str, list[np.ndarray]] = {name: [] for name in rec_cols}
+
+    def flush() -> None:
+        """Gather this chunk's spikes and samples at rank 0 and append them to the files."""
+        with timers.clock("io"):
+            mine = ({p: (np.concatenate([t for t, _ in v]) if v else np.zeros(0), np.concatenate([i for _, i in v]) if v else np.zeros(0, np.int64))
+                     for p, v in pending_spikes.items()},
+                    {k: (rec_cols[k], np.concatenate(v, axis=0) if v else None) for k, v in pending_samples.items()})
+            for v in pending_spikes.values():
+                v.clear()
+            for v in pending_samples.values():
+                v.clear()
+            parts = exchange.gather(mine)
+            if not is_root:
+                return
+            for spikes, _ in parts:
+                for pop, (t, ids) in spikes.items():
+                    if t.size:
+                        writer.add(pop, t, ids)
+                        n_spikes_pop[pop] += int(t.size)
+            for name, tw in traces.items():
+                blocks = [(cols, data) for _, samples in parts for cols, data in [samples[name]] if data is not None and cols.size]
+                if blocks:
+                    rows = blocks[0][1].shape[0]
+                    full = np.empty((rows, len(tw_neurons[name])))
+                    for cols, data in blocks:
+                        full[:, cols] = data
+                    tw.add(full)
+            writer.flush()
+            for tw in traces.values():
+                tw.flush()
+
+    tw_neurons = {r.name: r.neurons for r in spec.recordings}
 
     def write_checkpoint(host_state: dict[str, np.ndarray]) -> None:
-        with _Clock(timers, "io"):
-            if writer is not None:
-                writer.flush()
-                for tw in traces.values():
-                    tw.flush()
-        with _Clock(timers, "checkpoint"):
-            arrays = {f"state/{k}": v for k, v in host_state.items()}
-            arrays.update({f"ring/{k}": v for k, v in rings.snapshot().items()})
-            arrays.update({f"local/{k}": p.local for k, p in net.populations.items()})
-            meta = {"step": step, "spec_digest": spec_digest(spec), "n_spikes": n_spikes, "n_spikes_pop": n_spikes_pop,
-                    "synapse_events": synapse_events, "phases": timers.seconds, "ranks": exchange.size,
-                    "spike_counts": writer.counts if writer else {}, "trace_rows": {k: t.rows for k, t in (traces or {}).items()}}
-            save_checkpoint(ckpt_path, arrays, meta)
+        flush()
+        with timers.clock("checkpoint"):
+            ckpt.write_rank_part(out, step, rank, _checkpoint_arrays(net, host_state, rings))
+            exchange.barrier()
+            if is_root:
+                ckpt.commit(out, step, size, {
+                    "spec_digest": spec_digest(spec), "n_spikes_pop": n_spikes_pop, "phases": timers.seconds,
+                    "spike_counts": writer.counts, "trace_rows": {k: t.rows for k, t in traces.items()},
+                    "simulated_ms": step * dt})
+            exchange.barrier()
 
     try:
         with tf.device(dev):
             while step < total_steps:
                 n = min(m, total_steps - step)
-                with _Clock(timers, "integrate"):
-                    inputs = rings.take(step, n)
-                    state, spk, smp = kernel.run(state, step, n, inputs)
+                with timers.clock("integrate"):
+                    state, spk, smp = kernel.run(state, step, n, rings.take(step, n))
                     batches = []
                     for pop_name, arr in spk.items():
                         rows, cols = np.nonzero(~np.isnan(arr))
                         if rows.size:
                             off, loc = pop_local[pop_name]
-                            batches.append(SpikeBatch(off + loc[cols], step + rows.astype(np.int64), arr[rows, cols]))
-                    local_batch = SpikeBatch.concat(batches)
-                with _Clock(timers, "exchange"):
-                    all_spikes = exchange.exchange(local_batch)
-                with _Clock(timers, "deliver"):
-                    synapse_events += rings.deliver(all_spikes)
-                with _Clock(timers, "io"):
-                    n_spikes += len(all_spikes)
-                    if writer is not None and len(all_spikes):
-                        for pop_name, ids in layout.split_gids(all_spikes.gid):
-                            sel = (all_spikes.gid >= layout.offsets[layout.index(pop_name)]) & \
-                                  (all_spikes.gid < layout.offsets[layout.index(pop_name)] + layout.counts[layout.index(pop_name)])
-                            if ids.size:
-                                writer.add(pop_name, all_spikes.time[sel], ids)
-                                n_spikes_pop[pop_name] += int(ids.size)
-                    if traces is not None:
-                        for name, tw in traces.items():
-                            ks = step + np.arange(n)
-                            keep = (ks + 1) % strides[name] == 0
-                            if keep.any():
-                                tw.add(smp[name][keep].astype(np.float64))
+                            times = arr[rows, cols]
+                            pending_spikes[pop_name].append((times, loc[cols]))
+                            batches.append(SpikeBatch(off + loc[cols], step + rows.astype(np.int64), times))
+                    keep_rows = {name: (step + np.arange(n) + 1) % strides[name] == 0 for name in rec_cols}
+                    for name, rows_ok in keep_rows.items():
+                        if rows_ok.any():
+                            pending_samples[name].append(smp[name][rows_ok].astype(np.float64))
+                with timers.clock("wait"):
+                    stop_now = exchange.any_flag(stop.signum is not None)
+                with timers.clock("exchange"):
+                    arriving = exchange.exchange(SpikeBatch.concat(batches))
+                with timers.clock("deliver"):
+                    synapse_events += rings.deliver(arriving)
                 step += n
                 iv += 1
                 if iv % flush_every == 0:
-                    with _Clock(timers, "io"):
-                        if writer is not None:
-                            writer.flush()
-                            for tw in traces.values():
-                                tw.flush()
-                if not np.isfinite(next(iter(state.values())).numpy()).all():
-                    _check_finite(kernel.to_host(state), step * dt)
-                if stop.signum is not None or (ckpt_every_iv and iv % ckpt_every_iv == 0 and step < total_steps):
+                    flush()
+                if iv % 16 == 0 or step >= total_steps:
+                    v_key = next(iter(state))
+                    if not np.isfinite(state[v_key].numpy()).all():
+                        _check_finite(kernel.to_host(state), step * dt)
+                if stop_now or (ckpt_every_iv and iv % ckpt_every_iv == 0 and step < total_steps):
                     write_checkpoint(kernel.to_host(state))
-                    if stop.signum is not None:
+                    if stop_now:
                         status = "checkpointed"
                         break
-                prog.update(step * dt, n_spikes)
-        prog.update(step * dt, n_spikes, force=True)
+                prog.update(step * dt, sum(n_spikes_pop.values()))
+        flush()
+        prog.update(step * dt, sum(n_spikes_pop.values()), force=True)
     finally:
         prog.close()
         stop.restore()
-        with _Clock(timers, "io"):
-            if writer is not None:
-                writer.close()
-            for tw in (traces or {}).values():
-                tw.close()
+        if writer is not None:
+            writer.close()
+        for tw in traces.values():
+            tw.close()
 
-    host = kernel.to_host(state)
-    _check_finite(host, step * dt)
-    wall = time.perf_counter() - t_wall0 + startup_s
+    _check_finite(kernel.to_host(state), step * dt)
     simulated = step * dt
-    info = {
-        "name": spec.name, "version": __version__, "status": status, "mode": "bsp",
-        "n_neurons": spec.n_neurons, "n_synapses": int(net.n_local_synapses), "n_spikes": n_spikes,
-        "n_spikes_by_population": n_spikes_pop,
-        "rates_hz": {p.name: n_spikes_pop[p.name] / (p.count * simulated * 1e-3) if simulated else 0.0 for p in spec.populations},
-        "simulated_ms": simulated, "duration_ms": spec.simulation.duration_ms, "wall_seconds": wall,
-        "real_time_factor": wall / (simulated * 1e-3) if simulated else math.inf,
-        "steps_per_neuron": step, "interval_steps": m, "dt_ms": dt, "method": spec.integrator.method,
-        "precision": spec.integrator.precision, "seed": spec.simulation.seed, "ranks": exchange.size,
-        "device": dev, "synapse_events": synapse_events, "phases": dict(timers.seconds),
-        "resumed_from_step": int(resume_meta["step"]) if resume else None,
-    }
+    wall = time.perf_counter() - t_wall0 + startup_s
+    per_rank = exchange.gather({"rank": rank, "neurons": int(net.n_local_neurons), "synapses": int(net.n_local_synapses),
+                                "synapse_events": synapse_events, **{k: round(v, 6) for k, v in timers.seconds.items()}})
+    info: dict[str, Any] = {}
     if is_root:
-        atomic_write_json(out / "run.json", info)
+        compute = [r["integrate"] + r["deliver"] for r in per_rank]
+        waited = [r["integrate"] + r["deliver"] + r["wait"] for r in per_rank]
+        n_spikes = sum(n_spikes_pop.values())
+        info = {
+            "name": spec.name, "version": __version__, "status": status, "mode": "bsp",
+            "n_neurons": spec.n_neurons, "n_synapses": int(sum(r["synapses"] for r in per_rank)), "n_spikes": n_spikes,
+            "n_spikes_by_population": n_spikes_pop,
+            "rates_hz": {p.name: n_spikes_pop[p.name] / (p.count * simulated * 1e-3) if simulated else 0.0 for p in spec.populations},
+            "simulated_ms": simulated, "duration_ms": spec.simulation.duration_ms, "wall_seconds": wall,
+            "real_time_factor": wall / (simulated * 1e-3) if simulated else math.inf,
+            "steps_per_neuron": step, "interval_steps": m, "dt_ms": dt, "method": spec.integrator.method,
+            "precision": spec.integrator.precision, "seed": spec.simulation.seed, "ranks": size,
+            "exchange": spec.engine.exchange if size > 1 else "local", "partition": spec.engine.partition,
+            "device": dev, "synapse_events": int(sum(r["synapse_events"] for r in per_rank)),
+            "phases": dict(timers.seconds), "per_rank": per_rank,
+            "load_balance": (float(np.mean(compute)) / max(waited)) if max(waited) > 0 else 1.0,
+            "resumed_from_step": int(manifest["step"]) if manifest else None,
+        }
+        ckpt.atomic_write_json(out / "run.json", info)
     return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK, info)
 
 

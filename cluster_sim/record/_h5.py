@@ -19,3 +19,40 @@ def append(ds: h5py.Dataset, values: np.ndarray) -> None:
         return
     ds.resize(n + values.shape[0], axis=0)
     ds[n:] = values
+
+
+def copy_prefix(path, rows: dict[str, int]) -> None:
+    """Rewrite ``path`` keeping only the first ``rows[dataset path]`` rows of the listed growable
+    datasets (everything else copied whole). A file left by a killed SWMR writer keeps its
+    "open for writing" flag and cannot be reopened for writing, but it can be read; so resume
+    copies its readable prefix into a fresh file and renames it over the old one."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_suffix(".h5.tmp")
+    with h5py.File(path, "r", libver="latest", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+
+        def visit(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Group):
+                g = dst.require_group(name)
+                for k, v in obj.attrs.items():
+                    g.attrs[k] = v
+                return
+            assert isinstance(obj, h5py.Dataset)
+            n = rows.get(name)
+            if n is None:
+                out = dst.create_dataset(name, data=obj[()], maxshape=obj.maxshape, chunks=obj.chunks)
+            else:
+                if obj.shape[0] < n:
+                    raise OSError(f"{path}:{name} has {obj.shape[0]} rows, the checkpoint expects {n}")
+                out = dst.create_dataset(name, data=obj[:n], maxshape=obj.maxshape, chunks=obj.chunks)
+            for k, v in obj.attrs.items():
+                out.attrs[k] = v
+
+        src.visititems(visit)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)

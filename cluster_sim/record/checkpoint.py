@@ -1,6 +1,11 @@
-"""Atomic checkpoints: write to a temporary file, fsync, rename over the old one, fsync the
-directory. Arrays are stored with the global ids they belong to, so a run can resume with a
-different split of neurons across ranks."""
+"""Atomic checkpoints that any number of ranks can resume from.
+
+Each rank writes ``checkpoint/step<S>.rank<r>.npz`` (temp file, fsync, rename); after all
+ranks are done, rank 0 writes ``checkpoint/manifest.json`` (same way) naming step S and its
+files, then deletes older steps. The manifest is the commit point: a run killed at any moment
+leaves either the old complete checkpoint or the new one. Arrays are stored with the global ids
+they belong to, so a resumed run may split the neurons differently.
+"""
 from __future__ import annotations
 
 import io
@@ -11,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-CHECKPOINT = "checkpoint.npz"
+MANIFEST = "manifest.json"
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -29,28 +34,54 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         os.close(dir_fd)
 
 
-def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
-
-
 def _jsonable(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
+    if isinstance(x, np.integer):
         return int(x)
-    if isinstance(x, (np.floating,)):
+    if isinstance(x, np.floating):
         return float(x)
     if isinstance(x, np.ndarray):
         return x.tolist()
     raise TypeError(type(x))
 
 
-def save_checkpoint(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return Path(out) / "checkpoint"
+
+
+def rank_file(out: Path, step: int, rank: int) -> Path:
+    return checkpoint_dir(out) / f"step{step:012d}.rank{rank}.npz"
+
+
+def write_rank_part(out: Path, step: int, rank: int, arrays: Mapping[str, np.ndarray]) -> None:
+    checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    np.savez(buf, __meta__=np.frombuffer(json.dumps(meta, default=_jsonable).encode(), dtype=np.uint8), **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    np.savez(buf, **arrays)
+    atomic_write_bytes(rank_file(out, step, rank), buf.getvalue())
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "__meta__"}
-        meta = json.loads(bytes(z["__meta__"]).decode())
-    return arrays, meta
+def commit(out: Path, step: int, size: int, meta: Mapping[str, Any]) -> None:
+    """Rank 0, after every rank wrote its part: publish the checkpoint, drop older ones."""
+    files = [rank_file(out, step, r).name for r in range(size)]
+    atomic_write_json(checkpoint_dir(out) / MANIFEST, {**meta, "step": step, "ranks": size, "files": files})
+    for old in checkpoint_dir(out).glob("step*.npz"):
+        if old.name not in files:
+            old.unlink(missing_ok=True)
+
+
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    path = checkpoint_dir(out) / MANIFEST
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def load_parts(out: Path, manifest: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
+    parts = []
+    for name in manifest["files"]:
+        with np.load(checkpoint_dir(out) / name, allow_pickle=False) as z:
+            parts.append({k: z[k] for k in z.files})
+    return parts

@@ -13,7 +13,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
-from cluster_sim.record._h5 import append, appendable
+from cluster_sim.record._h5 import append, appendable, copy_prefix
 
 
 class SpikeWriter:
@@ -34,12 +34,11 @@ class SpikeWriter:
                     ts.attrs["units"] = "ms"
                     appendable(pg, "node_ids", np.uint64)
             tmp.replace(self.path)
+        else:
+            copy_prefix(self.path, {f"spikes/{pop}/{name}": n for pop, n in resume_counts.items()
+                                    for name in ("timestamps", "node_ids")})
         self.f = h5py.File(self.path, "r+", libver="latest")
         self.groups = {pop: self.f["spikes"][pop] for pop in populations}
-        if resume_counts is not None:
-            for pop, n in resume_counts.items():
-                for name in ("timestamps", "node_ids"):
-                    self.groups[pop][name].resize(n, axis=0)
         self.f.swmr_mode = True
         self.counts = {pop: int(self.groups[pop]["timestamps"].shape[0]) for pop in populations}
         self._pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {pop: [] for pop in populations}

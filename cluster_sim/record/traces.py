@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cluster_sim.record._h5 import append, appendable
+from cluster_sim.record._h5 import append, appendable, copy_prefix
 
 
 class TraceWriter:
@@ -29,11 +29,11 @@ class TraceWriter:
                 tm = m.create_dataset("time", data=np.array([sampling_ms, sampling_ms, sampling_ms]))
                 tm.attrs["units"] = "ms"
             tmp.replace(self.path)
+        else:
+            copy_prefix(self.path, {f"report/{population}/data": resume_rows})
         self.f = h5py.File(self.path, "r+", libver="latest")
         self.data = self.f[f"report/{population}/data"]
         self.time = self.f[f"report/{population}/mapping/time"]
-        if resume_rows is not None:
-            self.data.resize(resume_rows, axis=0)
         self.f.swmr_mode = True
         self.rows = int(self.data.shape[0])
         self._pending: list[np.ndarray] = []

@@ -19,7 +19,7 @@ MODES = ("bsp", "async")
 DEVICES = ("auto", "cpu", "gpu")
 RULES = ("bernoulli", "fixed_indegree", "list", "all_to_all")
 EXCHANGES = ("allgather", "alltoall")
-PARTITIONS = ("block", "round_robin")
+PARTITIONS = ("block", "round_robin", "components")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,31 +67,32 @@ def fake_sbatch_runner(cmd):
     return subprocess.CompletedProcess(cmd, 0, "4242\n", "")
 
 
-@pytest.mark.parametrize("value", HOSTILE)
-def test_set_values_are_inert(value, tmp_path, spec):
-    opts = SubmitOptions(site=load_site("local"), resources=R.JobResources(),
-                         sets=(("stimuli.odor.waveform", value),), runs_dir=tmp_path / "runs",
+def test_set_values_are_inert(tmp_path, spec):
+    """All hostile values in one script (one bash run), each under its own key."""
+    sets = tuple((f"stimuli.p{i}", h) for i, h in enumerate(HOSTILE))
+    opts = SubmitOptions(site=load_site("local"), resources=R.JobResources(), sets=sets, runs_dir=tmp_path / "runs",
                          payload=(sys.executable, str(PAYLOAD)), validate=False)
     sub = submit_run(spec, opts, runner=fake_sbatch_runner)
     cp = run_script(sub.run_dir / "job.sbatch", tmp_path)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     argv = json.loads((sub.run_dir / "out" / "argv.json").read_text())
-    assert argv["sets"] == [f"stimuli.odor.waveform={value}"]
+    assert argv["sets"] == [f"stimuli.p{i}={h}" for i, h in enumerate(HOSTILE)]
     assert_no_pwned(tmp_path)
 
 
 def test_sweep_values_are_inert(tmp_path, spec):
+    """Hostile values travel through tasks.json; task 1 gets the second value of each list."""
     sw = tmp_path / "sweep.toml"
-    vals = ", ".join(json.dumps(h) for h in HOSTILE)
-    sw.write_text(f'job = "{spec.name}"\n[sweep]\n"stimuli.odor.waveform" = [{vals}]\n"fake.seed" = [3]\n')
+    lines = "\n".join(f'"stimuli.p{i}" = [{json.dumps(h)}, {json.dumps(h + "2")}]' for i, h in enumerate(HOSTILE))
+    sw.write_text(f'job = "{spec.name}"\ncombine = "zip"\n[sweep]\n{lines}\n')
     opts = SubmitOptions(site=load_site("local"), resources=R.JobResources(), runs_dir=tmp_path / "runs",
                          payload=(sys.executable, str(PAYLOAD)), validate=False)
     sub = submit_sweep(sw, opts, runner=fake_sbatch_runner)
-    for i, h in enumerate(HOSTILE):
-        cp = run_script(sub.run_dir / "job.sbatch", tmp_path, {"SLURM_ARRAY_TASK_ID": str(i)})
+    for task, suffix in ((0, ""), (1, "2")):
+        cp = run_script(sub.run_dir / "job.sbatch", tmp_path, {"SLURM_ARRAY_TASK_ID": str(task)})
         assert cp.returncode == 0, cp.stdout + cp.stderr
-        argv = json.loads((sub.run_dir / "tasks" / str(i) / "out" / "argv.json").read_text())
-        assert argv["sets"] == [f"stimuli.odor.waveform={h}", "fake.seed=3"]
+        argv = json.loads((sub.run_dir / "tasks" / str(task) / "out" / "argv.json").read_text())
+        assert argv["sets"] == [f"stimuli.p{i}={h}{suffix}" for i, h in enumerate(HOSTILE)]
     assert_no_pwned(tmp_path)
 
 
@@ -100,9 +102,7 @@ def test_site_env_values_are_inert(tmp_path, spec, monkeypatch):
     (d / "evil.toml").write_text('name = "evil"\ncpu_partition = "debug"\n'
                                  '[env]\nEVIL = "$(touch PWNED); `touch PWNED`"\n')
     monkeypatch.setenv("CLUSTER_SIM_SITES", str(d))
-    site = load_site("evil")
-    site = from_mapping({"name": "evil", "cpu_partition": "debug", "python": sys.executable,
-                         "env": {"EVIL": "$(touch PWNED); `touch PWNED`"}})
+    site = replace(load_site("evil"), python=sys.executable)
     opts = SubmitOptions(site=site, resources=R.JobResources(), runs_dir=tmp_path / "runs",
                          payload=(sys.executable, str(PAYLOAD)), validate=False)
     sub = submit_run(spec, opts, runner=fake_sbatch_runner)

@@ -8,14 +8,27 @@ fake.exit (exit with this status after the first step), fake.seed.
 """
 from __future__ import annotations
 
-import json
 import signal
-import sys
-import time
-from pathlib import Path
 
-import h5py
-import numpy as np
+STOP = {"sig": None}
+
+
+def _handler(signum, frame):  # noqa: ARG001
+    STOP["sig"] = signum
+    print(f"fake cluster-sim: got signal {signum}; checkpointing at the next step", flush=True)
+
+
+# Installed first, before the slow imports (what the engine should do too).
+signal.signal(signal.SIGUSR1, _handler)
+signal.signal(signal.SIGTERM, _handler)
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -52,21 +65,21 @@ def main(argv: list[str]) -> int:
             return 2
     assert out is not None and spec.is_file(), (out, spec)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "argv.json").write_text(json.dumps({"argv": argv, "sets": raw_sets}))
+    import os
+
+    env = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "SLURM_LOCALID", "FAKE_IN_CONTAINER")}
+    (out / "argv.json").write_text(json.dumps({"argv": argv, "sets": raw_sets, "env": env}))
+    if os.environ.get("SLURM_LOCALID"):
+        (out / f"env-{os.environ['SLURM_LOCALID']}.json").write_text(json.dumps(env))
+    if os.environ.get("SLURM_PROCID", "0") != "0":
+        return 0  # like the engine, only rank 0 writes the outputs
     steps = int(sets.get("fake.steps", "20"))
     step_s = float(sets.get("fake.step_s", "0.05"))
     seed = int(float(sets.get("fake.seed", "1")))
     amp = float(sets.get("stimuli.odor.amplitude_uA_cm2", "1"))
     ranks = int(__import__("os").environ.get("SLURM_NTASKS", "1"))
 
-    stop = {"sig": None}
-
-    def handler(signum, frame):  # noqa: ARG001
-        stop["sig"] = signum
-        print(f"fake cluster-sim: got signal {signum}; checkpointing at the next step", flush=True)
-
-    signal.signal(signal.SIGUSR1, handler)
-    signal.signal(signal.SIGTERM, handler)
+    stop = STOP
 
     ck = out / "checkpoint.h5"
     start, times, ids = 0, [], []

@@ -1,0 +1,143 @@
+"""The compiled interval alone (``cluster_sim.engine.kernel.IntervalKernel``): COBAHH exp. Euler,
+dt 0.1 ms, 10 steps per call (one 1 ms interval), for ``loop`` = "while" | "scan" ×
+``jit_compile`` on | off × float64 | float32, N = 4000 and 64000. Reports ns per neuron-step:
+
+* ``call``: the bare compiled function on device tensors (``kernel._fn``) — the step itself;
+* ``run``: ``kernel.run`` as the engine calls it (inputs host→device, spikes/samples →NumPy).
+
+and the first-call (trace + compile) time, which lands in the engine's startup phase.
+Within one worker process the four (loop, jit) variants are interleaved round by round; the
+workers (one per N × precision) are fresh processes, repeated and interleaved. Synapses do not
+enter the kernel (spike input arrives as a dense [steps, n] tensor, zero here), so the network
+is built with in-degree 80 (p = 0.02 at N = 4000; p = 320/N at larger N) to keep build cheap.
+
+    python benchmarks/kernel_loop.py           # N = 4000, 64000; 2 processes each
+    python benchmarks/kernel_loop.py --quick   # N = 4000; 1 process
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import cobahh_overrides, have_matplotlib, interleaved, md_table, med, plot_path, save, worker_main  # noqa: E402
+
+VARIANTS = [("while", True), ("scan", True), ("while", False), ("scan", False)]
+M = 10  # steps per interval (1 ms delay / 0.1 ms)
+
+
+def w_kernel(cfg: dict) -> dict:
+    from cluster_sim.engine.device import prepare_environment
+
+    prepare_environment()
+    import numpy as np
+    import tensorflow as tf
+
+    from _common import cluster_sim_spec
+    from cluster_sim.engine.kernel import IntervalKernel, initial_state
+    from cluster_sim.network.build import build_network
+
+    n = cfg["n"]
+    p = min(0.02, 320.0 / n)
+    extra = [f"projections.{k}.connect.p={p}" for k in ("EE", "EI", "IE", "II")]
+    spec = cluster_sim_spec("cobahh.toml", cobahh_overrides(n, 1000.0, cfg["precision"], extra))
+    net = build_network(spec)
+    out: dict = {"n": n, "precision": cfg["precision"], "variants": {}}
+    kernels, states, feeds, zeros = {}, {}, {}, {}
+    for loop, jit in VARIANTS:
+        key = f"{loop} jit={'on' if jit else 'off'}"
+        k = IntervalKernel(net, precision=cfg["precision"], method="exp_euler", dt_ms=0.1, jit_compile=jit, loop=loop)
+        zeros[key] = {kk: np.zeros((M, net.populations[kk.split('.')[0]].local.size)) for kk in k.layout.event_keys}
+        feeds[key] = {kk: tf.constant(v, k.dtype) for kk, v in zeros[key].items()}
+        st = k.to_device(initial_state(net))
+        t0 = time.perf_counter()
+        st, _, _ = k.run(st, 0, M, zeros[key])
+        out["variants"][key] = {"first_call_s": time.perf_counter() - t0, "call_ns": [], "run_ns": []}
+        kernels[key], states[key] = k, st
+    iters = cfg["iters"]
+    neuron_steps = iters * M * n
+    step = M
+    for _ in range(cfg["rounds"]):
+        for key, k in kernels.items():
+            st = states[key]
+            steps = tf.range(step, step + M, dtype=tf.int64)
+            t0 = time.perf_counter()
+            for _i in range(iters):
+                st, spk, smp = k._fn(st, steps, feeds[key])
+            next(iter(st.values())).numpy()
+            out["variants"][key]["call_ns"].append((time.perf_counter() - t0) / neuron_steps * 1e9)
+            t0 = time.perf_counter()
+            s0 = step
+            for _i in range(iters):
+                st, spk, smp = k.run(st, s0, M, zeros[key])
+                s0 += M
+            out["variants"][key]["run_ns"].append((time.perf_counter() - t0) / neuron_steps * 1e9)
+            states[key] = st
+    for v in out["variants"].values():
+        v["call_ns_median"] = med(v["call_ns"])
+        v["run_ns_median"] = med(v["run_ns"])
+    out["threads"] = {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
+                      "inter": tf.config.threading.get_inter_op_parallelism_threads()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=None)
+    a = ap.parse_args()
+    ns = [4000] if a.quick else [4000, 64000]
+    reps = a.reps or (1 if a.quick else 2)
+    cfgs = []
+    for n in ns:
+        for prec in ("float64", "float32"):
+            iters = (20 if a.quick else 60) if n <= 4000 else (3 if a.quick else 8)
+            cfgs.append({"impl": "kernel", "n": n, "precision": prec, "iters": iters, "rounds": 2 if a.quick else 3})
+    label = lambda c: f"N={c['n']} {c['precision']}"  # noqa: E731
+    res = interleaved(Path(__file__), cfgs, reps, label)
+    rows, summ = [], {}
+    for c in cfgs:
+        rs = [r for r in res[label(c)] if "error" not in r]
+        base = None
+        for loop, jit in VARIANTS:
+            key = f"{loop} jit={'on' if jit else 'off'}"
+            call = med(x for r in rs for x in r["variants"][key]["call_ns"])
+            run = med(x for r in rs for x in r["variants"][key]["run_ns"])
+            first = med(r["variants"][key]["first_call_s"] for r in rs)
+            if base is None:
+                base = call
+            summ[f"{label(c)} {key}"] = {"call_ns": call, "run_ns": run, "first_call_s": first}
+            rows.append([c["n"], c["precision"], loop, "on" if jit else "off", call, run,
+                         (call / base) if call and base else None, first])
+    print(f"\n## Compiled interval, COBAHH exp. Euler, {M} steps per call (medians)\n")
+    print(md_table(["N", "precision", "loop", "jit_compile", "ns/neuron-step (call)", "ns/neuron-step (kernel.run)",
+                    "call / (while, jit on)", "first call s (trace+compile)"], rows))
+    threads = next((r.get("threads") for rs in res.values() for r in rs if "threads" in r), None)
+    print(f"\nTensorFlow threads: {threads}; XLA_FLAGS from cluster_sim.engine.device.prepare_environment()")
+    path = save("kernel_loop", {"ns": ns, "reps": reps, "summary": summ, "raw": res}, a.quick)
+    print(f"wrote {path}")
+    if have_matplotlib():
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        fig, ax = plt.subplots(figsize=(9, 4))
+        groups = [label(c) for c in cfgs]
+        w = 0.2
+        for i, (loop, jit) in enumerate(VARIANTS):
+            key = f"{loop} jit={'on' if jit else 'off'}"
+            ax.bar(np.arange(len(groups)) + i * w, [summ[f"{g} {key}"]["call_ns"] or 0 for g in groups], w, label=key)
+        ax.set_xticks(np.arange(len(groups)) + 1.5 * w, groups, fontsize=8)
+        ax.set_ylabel("ns per neuron-step (call)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plot_path("kernel_loop", a.quick), dpi=100)
+        print(f"wrote {plot_path('kernel_loop', a.quick)}")
+
+
+if __name__ == "__main__":
+    if not worker_main({"kernel": w_kernel}):
+        main()

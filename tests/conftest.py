@@ -1,0 +1,80 @@
+"""Shared fixtures: small job specs written as TOML (the same path users take)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = ROOT / "jobs"
+
+SMALL_COBAHH = """
+name = "small_cobahh"
+[simulation]
+duration_ms = 100.0
+seed = 3
+[integrator]
+method = "exp_euler"
+dt_ms = 0.1
+[populations.E]
+model = "cobahh"
+count = 320
+[populations.I]
+model = "cobahh"
+count = 80
+[projections.EE]
+source = "E"
+target = "E"
+synapse = "exp_cond_exc"
+connect = { rule = "bernoulli", p = 0.1 }
+weight_nS = 6.0
+delay_ms = 1.0
+[projections.EI]
+source = "E"
+target = "I"
+synapse = "exp_cond_exc"
+connect = { rule = "bernoulli", p = 0.1 }
+weight_nS = 6.0
+delay_ms = 1.0
+[projections.IE]
+source = "I"
+target = "E"
+synapse = "exp_cond_inh"
+connect = { rule = "bernoulli", p = 0.1 }
+weight_nS = 67.0
+delay_ms = 1.0
+[projections.II]
+source = "I"
+target = "I"
+synapse = "exp_cond_inh"
+connect = { rule = "bernoulli", p = 0.1 }
+weight_nS = 67.0
+delay_ms = 1.5
+[recordings.vE]
+population = "E"
+variable = "v"
+neurons = [0, 5, 7]
+sampling_ms = 0.5
+[output]
+flush_every_ms = 10.0
+"""
+
+
+@pytest.fixture
+def small_cobahh(tmp_path: Path) -> Path:
+    path = tmp_path / "small_cobahh.toml"
+    path.write_text(SMALL_COBAHH)
+    return path
+
+
+def cli(*args: str, check: bool = False, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a fresh interpreter."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "cluster_sim.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cluster-sim {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc

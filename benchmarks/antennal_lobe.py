@@ -23,7 +23,7 @@ from _common import have_matplotlib, interleaved, md_table, med, med_of, plot_pa
 
 
 def w_cluster_sim(cfg: dict) -> dict:
-    return run_cluster_sim("antennal_lobe.toml", [f"simulation.duration_ms={cfg['t_ms']}"])
+    return run_cluster_sim("antennal_lobe.toml", [f"simulation.duration_ms={cfg['t_ms']}", *cfg.get("overrides", [])])
 
 
 def w_psst(cfg: dict) -> dict:
@@ -45,15 +45,38 @@ def linfit(xs: list[float], ys: list[float | None]) -> tuple[float, float] | Non
     return float(a), float(b)
 
 
+def engine_variants(t_ms: float, reps: int) -> None:
+    cfgs = [{"impl": "cs", "name": f"cluster-sim loop={lp} jit={jit} interval={iv} ms", "t_ms": t_ms,
+             "overrides": [f'engine.loop="{lp}"', f"engine.jit_compile={jit}", f"engine.interval_ms={iv}"]}
+            for lp, jit, iv in (("while", "true", 1.0), ("scan", "true", 1.0), ("while", "false", 1.0),
+                                ("while", "true", 10.0))]
+    res = interleaved(Path(__file__), cfgs, reps, lambda c: c["name"], timeout=3600)
+    rows = []
+    for c in cfgs:
+        rs = res[c["name"]]
+        ok = [r for r in rs if "error" not in r]
+        ph = {k: med(r["phases"][k] for r in ok) for k in ok[0]["phases"]} if ok else {}
+        rows.append([c["name"], med_of(rs, "run_s"), ph.get("startup"), med_of(rs, "wall_total_s"), med_of(rs, "rss_mb"),
+                     len(ok)])
+    print(f"\n## Antennal lobe {t_ms:.0f} ms, cluster-sim engine variants (medians of {reps})\n")
+    print(md_table(["variant", "run s", "startup s", "process wall s", "peak RSS MB", "ok reps"], rows))
+    path = save("antennal_lobe_engine_variants", {"t_ms": t_ms, "reps": reps, "raw": res}, False)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--psst-full", action="store_true", help="also run PSST-style over the full duration")
+    ap.add_argument("--engine-variants", action="store_true",
+                    help="only cluster-sim, with engine.loop = while/scan and engine.jit_compile = on/off")
     a = ap.parse_args()
     t_full = 100.0 if a.quick else 1000.0
     psst_ts = [20.0, 40.0] if a.quick else [100.0, 200.0]
     reps = a.reps or (1 if a.quick else 3)
+    if a.engine_variants:
+        return engine_variants(t_full, reps)
     cfgs = [{"impl": "cs", "name": "cluster-sim", "t_ms": t_full}]
     cfgs += [{"impl": "psst", "name": "psst-style", "t_ms": t} for t in psst_ts]
     if a.psst_full:

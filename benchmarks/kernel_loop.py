@@ -36,6 +36,9 @@ def w_kernel(cfg: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    if cfg.get("threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(cfg["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(cfg["threads"])
     from _common import cluster_sim_spec
     from cluster_sim.engine.kernel import IntervalKernel, initial_state
     from cluster_sim.network.build import build_network

@@ -94,11 +94,6 @@ def test_ach_delay_matches_reference(early_odor, tmp_path):
     assert t0.size != t1.size or np.abs(t0 - t1).max() > 0.1, f"LN spikes unchanged by the delay: {t0} vs {t1}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "simulator bug: cluster_sim.models._ops.tf_ops().where casts a Python-float branch with tf.cast, "
-    "which first makes a float32 tensor, so PHI_A/19 (A-current τ_h above -63 mV) loses 8 digits "
-    "under float64; stimulated PN voltages drift ~1e-8 relative and differ by up to ~5e-5 mV by 85 ms. "
-    "Remove this mark when fixed."))
 def test_voltage_traces_match_reference(early_odor):
     _, sim_v, _, ref_v = early_odor
     for pop in ("PN", "LN"):
@@ -112,7 +107,6 @@ def test_voltage_traces_match_reference(early_odor):
         assert err.max() < 1e-6, f"{pop}: max |Δv| = {err.max():.3g} mV at t = {t[worst[0]]:.1f} ms, neuron {worst[1]}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="simulator bug: tf_ops(float64).where rounds Python-float branches to float32")
 def test_tf_where_keeps_float64_scalars():
     import tensorflow as tf
 

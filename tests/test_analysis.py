@@ -65,9 +65,6 @@ def test_population_rates(run_a, poisson_train):
     assert win["I"] == pytest.approx(n_i / (4 * 0.5), rel=1e-12), win
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "simulator bug: without run.json, population_rates falls back to stop = last spike time but counts "
-    "spikes in [start, stop), so the last spike itself is dropped (2 of 3 spikes counted here)"))
 def test_population_rates_without_run_json_or_n_nodes(tmp_path):
     run = write_run(tmp_path / "bare", {"E": (5, [(0, [10.0, 20.0]), (3, [40.0])])}, duration_ms=None, n_nodes_attr=False)
     # falls back to the last spike (40 ms) and max id + 1 (4 neurons)
@@ -156,9 +153,6 @@ def test_match_spike_times_does_not_cross_neurons():
     assert an.match_spike_times(ta, ia, np.zeros(0), np.zeros(0, np.int64), 1.0).size == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "simulator bug: _match folds the neuron id into one float key (id·span + t), so the returned errors "
-    "are quantised to ulp(id·span): for id 1e6 and t ~ 1 s a 3e-9 ms difference reads as 0 and 5e-7 as 4.77e-7"))
 def test_match_spike_times_precision_for_large_ids():
     for nid in (10, 10**6):
         err = an.match_spike_times(np.array([1000.0]), np.array([nid]), np.array([1000.0 + 5e-7]), np.array([nid]), 1e-6)

@@ -149,10 +149,6 @@ def test_euler_methods_first_order(spec_path, ref_conv, tmp_path, method):
     assert 0.8 <= order <= 1.2, msg
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known limitation: the stimulus is evaluated at the RK4 stage times and the step window is "
-    "[start, stop), so the k4 stage of the step ending at start_ms already sees the current; the "
-    "voltage at the onset is off by amplitude·dt/6 (first-order error). Remove this mark when fixed."))
 def test_rk4_step_onset_keeps_accuracy(spec_path, tmp_path):
     ref = solve_step_current(AMP, 5.0, 100.0, 5.2)
     t, v, _ = run_hh(spec_path, tmp_path / "onset", "rk4", 0.04, 5.2, 5.0)

@@ -43,8 +43,12 @@ def population_rates(run_dir: str | Path, t_start_ms: float = 0.0, t_stop_ms: fl
     out = {}
     with open_spikes(run_dir) as pops:
         for pop, (ts, _, n) in pops.items():
-            stop = t_stop_ms if t_stop_ms is not None else _duration_ms(run_dir, float(ts.max().compute()) if ts.size else 0.0)
-            count = int(((ts >= t_start_ms) & (ts < stop)).sum().compute())
+            if t_stop_ms is not None or run_info(run_dir):
+                stop = t_stop_ms if t_stop_ms is not None else _duration_ms(run_dir, 0.0)
+                count = int(((ts >= t_start_ms) & (ts < stop)).sum().compute())
+            else:  # no run.json (a killed run): the window ends at the last spike, which counts
+                stop = float(ts.max().compute()) if ts.size else 0.0
+                count = int(((ts >= t_start_ms) & (ts <= stop)).sum().compute())
             out[pop] = count / (n * (stop - t_start_ms) * 1e-3) if n and stop > t_start_ms else 0.0
     return out
 
@@ -135,20 +139,41 @@ def match_spike_times(ta: np.ndarray, ia: np.ndarray, tb: np.ndarray, ib: np.nda
 
 
 def _match(ta: np.ndarray, ia: np.ndarray, tb: np.ndarray, ib: np.ndarray, tol: float) -> np.ndarray:
+    """Mutual-nearest matching per neuron, exact in the times (no id/time folding): merge both
+    runs' spikes sorted by (neuron, time); each spike's nearest neighbours from the other run are
+    the closest ones of the same neuron before and after it in that order."""
     if ta.size == 0 or tb.size == 0:
         return np.zeros(0)
-    # Offset each neuron's times far apart so one sorted search handles all neurons at once.
-    span = max(float(np.max(np.abs(ta))), float(np.max(np.abs(tb)))) * 2 + 10 * tol + 1.0
-    ka = ia * span + ta
-    kb_sorted = np.sort(ib * span + tb)
+    t = np.concatenate([ta, tb]).astype(np.float64)
+    i = np.concatenate([ia, ib]).astype(np.int64)
+    src = np.concatenate([np.zeros(ta.size, np.int8), np.ones(tb.size, np.int8)])
+    order = np.lexsort((src, t, i))
+    t, i, src = t[order], i[order], src[order]
+    n = t.size
+    idx = np.arange(n)
 
-    def nearest(keys: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(ref, keys), 1, ref.size - 1) if ref.size > 1 else np.zeros(keys.size, int)
-        left, right = ref[pos - 1] if ref.size > 1 else ref[pos], ref[pos]
-        return np.where(np.abs(keys - left) <= np.abs(keys - right), left, right)
+    def nearest_other(side: int) -> np.ndarray:
+        """For every element, index of the nearest element of run ``side`` of the same neuron (-1)."""
+        is_side = src == side
+        prev = np.where(is_side, idx, -1)
+        prev = np.maximum.accumulate(prev)
+        prev_excl = np.concatenate([[-1], prev[:-1]])
+        nxt = np.where(is_side, idx, n)
+        nxt = np.minimum.accumulate(nxt[::-1])[::-1]
+        nxt_excl = np.concatenate([nxt[1:], [n]])
+        p_ok = (prev_excl >= 0) & (i[np.maximum(prev_excl, 0)] == i)
+        q_ok = (nxt_excl < n) & (i[np.minimum(nxt_excl, n - 1)] == i)
+        dp = np.where(p_ok, t - t[np.maximum(prev_excl, 0)], np.inf)
+        dq = np.where(q_ok, t[np.minimum(nxt_excl, n - 1)] - t, np.inf)
+        best = np.where(dp <= dq, prev_excl, nxt_excl)
+        return np.where(np.isfinite(np.minimum(dp, dq)), best, -1)
 
-    ka_sorted = np.sort(ka)
-    nb = nearest(ka_sorted, kb_sorted)
-    back = nearest(nb, ka_sorted)
-    ok = (back == ka_sorted) & (np.abs(nb - ka_sorted) <= tol)
-    return np.abs(nb[ok] - ka_sorted[ok])
+    to_b = nearest_other(1)
+    to_a = nearest_other(0)
+    a_pos = np.nonzero(src == 0)[0]
+    partner = to_b[a_pos]
+    ok = partner >= 0
+    a_pos, partner = a_pos[ok], partner[ok]
+    mutual = to_a[partner] == a_pos
+    err = np.abs(t[partner[mutual]] - t[a_pos[mutual]])
+    return err[err <= tol]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.runs import (SubmitOptions, cancel, collect, default_runs_dir, format_status, overall,
+from cluster_sim.deploy.runs import (SubmitOptions, Submitted, cancel, collect, default_runs_dir, format_status, overall,
                                      status, submit_run, wait)
 from cluster_sim.deploy.sites import load_site
 from cluster_sim.deploy import _validate as v
@@ -79,7 +79,7 @@ def _options(ns: argparse.Namespace, *, resources: bool = True) -> tuple[SubmitO
     return opts, given
 
 
-def _report(sub, what: str) -> int:  # type: ignore[no-untyped-def]
+def _report(sub: Submitted, what: str) -> int:
     if sub.dry_run:
         sys.stdout.write(sub.script)
         print(f"# dry run: nothing submitted; the run folder would be {sub.run_dir}", file=sys.stderr)

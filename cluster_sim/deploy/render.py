@@ -5,6 +5,7 @@ function of it, the site profile and the run's paths. Nothing here runs a comman
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,6 +21,7 @@ from cluster_sim.errors import ConfigError
 
 TEMPLATES = ("run.sbatch.j2", "array.sbatch.j2", "member.sbatch.j2", "collect.sbatch.j2")
 MODES = ("bsp", "async")
+_ARRAY_RE = re.compile(r"^\d+(?:-\d+)?(?:%\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,6 @@ class JobResources:
     @property
     def ranks(self) -> int:
         return self.nodes * self.ranks_per_node
-
-
-import re  # noqa: E402
-
-_ARRAY_RE = re.compile(r"^\d+(?:-\d+)?(?:%\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -138,12 +135,8 @@ class Rendered:
     directives: tuple[str, ...] = field(default=())
 
 
-def _environment() -> jinja2.Environment:
-    return _env_cached()
-
-
 @lru_cache(maxsize=1)
-def _env_cached() -> jinja2.Environment:
+def _environment() -> jinja2.Environment:
     root = resources.files("cluster_sim.deploy") / "templates"
 
     def load(name: str) -> str:

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -280,11 +281,25 @@ def format_status(run_dir: Path, sts: list[UnitStatus]) -> str:
 
 
 def wait(run_dir: Path, *, timeout_s: float = 3600.0, delay_s: float = 5.0,
-         watcher: Watcher | None = None) -> list[UnitStatus]:
+         watcher: Watcher | None = None, settle_s: float = 1.0) -> list[UnitStatus]:
+    """Block until every unit has ended, or ``timeout_s``.
+
+    An end state counts once two polls ``settle_s`` apart agree: around a requeue SLURM shows
+    the old incarnation ending (e.g. CANCELLED "due to job requeue") before the job is PENDING again.
+    """
     man = read_manifest(Path(run_dir))
     w = watcher or Watcher()
-    w.wait([u["job"] for u in units(man)], timeout_s=timeout_s, delay_s=delay_s)
-    return status(run_dir, watcher=w)
+    ids = [u["job"] for u in units(man)]
+    deadline = time.monotonic() + timeout_s
+    previous: list[tuple[str, JobState]] | None = None
+    while True:
+        w.wait(ids, timeout_s=max(0.0, deadline - time.monotonic()), delay_s=delay_s)
+        sts = status(run_dir, watcher=w)
+        now = [(s.unit, s.state) for s in sts]
+        if time.monotonic() >= deadline or (previous == now and not any(s.state.is_active for s in sts)):
+            return sts
+        previous = now if not any(s.state.is_active for s in sts) else None
+        time.sleep(settle_s)
 
 
 def raise_on_failure(run_dir: Path, sts: list[UnitStatus]) -> None:

@@ -5,9 +5,12 @@ One rank or many run the same loop; only the ``Exchange`` and the set of local n
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import os
+import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -67,14 +70,16 @@ def interval_steps(spec: JobSpec) -> int:
 
 
 def spec_digest(spec: JobSpec) -> str:
-    """What must match between a checkpoint and the run resuming it (not duration, output,
-    device or partition: a run may resume longer, elsewhere, on another number of ranks)."""
-    raw = json.loads(json.dumps(spec.raw))
-    raw.get("simulation", {}).pop("duration_ms", None)
-    raw.pop("output", None)
+    """What must match between a checkpoint and the run resuming it: the validated network and
+    integrator (defaults filled in), not duration, output, device, partition or exchange — a run
+    may resume longer, elsewhere, on another number of ranks."""
+    data = dataclasses.asdict(spec)
+    data.pop("raw")
+    data.pop("output")
+    data["simulation"].pop("duration_ms")
     for key in ("device", "partition", "exchange"):
-        raw.get("engine", {}).pop(key, None)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+        data["engine"].pop(key)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class _StopRequest:
@@ -239,6 +244,7 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
         order = {n: i for i, n in enumerate(next(r for r in spec.recordings if r.name == name).neurons)}
         rec_cols[name] = np.array([order[int(g)] for g in gids_here], np.int64)
 
+    fault = _injected_fault()
     stop = _StopRequest()
     stop.install()
     prog = Progress(spec.simulation.duration_ms, enabled=progress if is_root else False, start_ms=step * dt)
@@ -322,6 +328,8 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
                     synapse_events += rings.deliver(arriving)
                 step += n
                 iv += 1
+                if fault is not None and fault == (rank, iv):
+                    raise RuntimeError(f"injected fault on rank {rank} at interval {iv} (t = {step * dt:g} ms, unix time {time.time():.3f})")
                 if iv % flush_every == 0:
                     flush()
                 if iv % 16 == 0 or step >= total_steps:
@@ -348,6 +356,8 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
     simulated = step * dt
     wall = time.perf_counter() - t_wall0 + startup_s
     per_rank = exchange.gather({"rank": rank, "neurons": int(net.n_local_neurons), "synapses": int(net.n_local_synapses),
+                                "network_bytes": int(net.nbytes() + sum(r.nbytes for r in rings.rings.values())),
+                                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                                 "synapse_events": synapse_events, **{k: round(v, 6) for k, v in timers.seconds.items()}})
     info: dict[str, Any] = {}
     if is_root:
@@ -371,6 +381,16 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
         }
         ckpt.atomic_write_json(out / "run.json", info)
     return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK, info)
+
+
+def _injected_fault() -> tuple[int, int] | None:
+    """Test hook: CLUSTER_SIM_INJECT_FAULT="RANK:INTERVAL" makes that rank raise after that
+    interval, to test that one failing rank stops every rank."""
+    raw = os.environ.get("CLUSTER_SIM_INJECT_FAULT")
+    if not raw:
+        return None
+    r, _, i = raw.partition(":")
+    return int(r), int(i)
 
 
 def _check_finite(state: dict[str, np.ndarray], t_ms: float) -> None:

@@ -17,10 +17,11 @@ def tf_ops(precision: str = "float64") -> types.SimpleNamespace:
     import tensorflow as tf
 
     def where(cond, a, b):  # Python scalars take the dtype of the tensor branch
+        # tf.constant, not tf.cast: casting a Python float goes through float32 first.
         if not tf.is_tensor(a):
-            a = tf.cast(a, b.dtype) if tf.is_tensor(b) else a
+            a = tf.constant(a, b.dtype) if tf.is_tensor(b) else a
         if not tf.is_tensor(b):
-            b = tf.cast(b, a.dtype)
+            b = tf.constant(b, a.dtype)
         return tf.where(cond, a, b)
 
     return types.SimpleNamespace(exp=tf.exp, where=where, abs=tf.abs, small=small_for(precision), name="tensorflow")

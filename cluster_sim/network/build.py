@@ -122,6 +122,13 @@ class Network:
     def n_local_synapses(self) -> int:
         return sum(p.n_synapses for p in self.projections)
 
+    def nbytes(self) -> int:
+        """Bytes held by this rank's share of the network (synapses, state, stimuli)."""
+        total = sum(p.indptr.nbytes + p.src.nbytes + p.weight.nbytes for p in self.projections)
+        total += sum(p.local.nbytes + sum(v.nbytes for v in p.init.values()) for p in self.populations.values())
+        total += sum(a.nbytes for s in self.stimuli for a in s.amplitude.values())
+        return int(total)
+
 
 def _bernoulli_sources(key: np.uint64, targets_gid: np.ndarray, n_src: int, p: float) -> tuple[np.ndarray, np.ndarray]:
     """Per target, the sources of a Bernoulli(p) draw over 0..n_src-1, by geometric gaps (work

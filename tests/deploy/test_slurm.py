@@ -213,6 +213,27 @@ def test_usr1_checkpoints_requeues_and_resumes_identically(spec, runs_dir, paylo
     assert read_spikes(rd / "out" / "spikes.h5") == read_spikes(local_payload_run(spec, tmp_path / "local", *sets))
 
 
+def test_array_task_requeues_alone(spec, runs_dir, payload, tmp_path):
+    """Requeueing one array task must not requeue its siblings (scontrol requeue ARRAYID_TASK)."""
+    sw = tmp_path / "sweep.toml"
+    sw.write_text(f'job = "{spec.name}"\n[set]\n"fake.steps" = 50\n"fake.step_s" = 0.1\n[sweep]\n"fake.seed" = [1, 2]\n')
+    cp = run_cs("sweep", sw, "--runs-dir", runs_dir, "--time", "00:05:00", *COMMON, "--payload", payload, check=True)
+    rd = submitted_dir(cp.stdout)
+    aid = job_id(rd)
+    deadline = time.monotonic() + 60
+    while not (rd / "tasks" / "1" / "out" / "argv.json").exists():
+        assert time.monotonic() < deadline, log_text(rd)
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{aid}_1"], check=True)
+    assert release_when_requeued(f"{aid}_1") == 1
+    st = wait_json(rd)
+    assert st["state"] == "COMPLETED", log_text(rd)
+    assert [u["restarts"] for u in st["units"]] == [0, 1], st
+    assert "SIGTERM" not in (next((rd / "logs").glob(f"*-{aid}_0.out")).read_text())
+    assert read_spikes(rd / "tasks" / "1" / "out" / "spikes.h5") == read_spikes(
+        local_payload_run(spec, tmp_path / "local", "fake.steps=50", "fake.seed=2"))
+
+
 def test_requeue_cap(spec, runs_dir, payload):
     rd = submit(spec, "--time", "00:05:00", "--max-requeues", "0", "--set", "fake.steps=100",
                 "--set", "fake.step_s=0.1", runs_dir=runs_dir, payload=payload)
@@ -252,7 +273,7 @@ def test_time_limit_signal_requeues_and_resumes(spec, runs_dir, payload, tmp_pat
 # jobs/cobahh_small.toml when the core ships it; until then the full COBAHH network, shortened.
 SMALL = ROOT / "jobs" / "cobahh_small.toml"
 ENGINE_JOB = SMALL if SMALL.is_file() else ROOT / "jobs" / "cobahh.toml"
-ENGINE_ARGS: tuple[str, ...] = () if SMALL.is_file() else ("--duration", "1000")
+ENGINE_ARGS: tuple[str, ...] = () if SMALL.is_file() else ("--duration", "500")
 
 
 def _engine_ready() -> str:
@@ -294,11 +315,11 @@ def test_engine_run_matches_local_run(runs_dir, engine_reference):
 
 
 def test_engine_requeue_resumes_identically(runs_dir, engine_reference):
-    rd = submit(ENGINE_JOB, "--time", "00:10:00", "--checkpoint-every", "50", *ENGINE_ARGS, runs_dir=runs_dir)
+    rd = submit(ENGINE_JOB, "--time", "00:10:00", "--checkpoint-every", "20", *ENGINE_ARGS, runs_dir=runs_dir)
     jid = job_id(rd)
     # Signal once the engine is integrating (its first periodic checkpoint exists): the handler is installed.
     deadline = time.monotonic() + 300
-    while not list((rd / "out").glob("checkpoint*")):
+    while not any((rd / "out" / f).is_file() for f in ("checkpoint/manifest.json", "checkpoint.npz", "checkpoint.h5")):
         assert time.monotonic() < deadline and scontrol_job(jid).get("JobState") in ("PENDING", "CONFIGURING", "RUNNING"), \
             log_text(rd)
         time.sleep(0.2)

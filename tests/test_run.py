@@ -183,3 +183,19 @@ def test_float32_agrees_statistically_with_float64(job: Path, tmp_path: Path) ->
     early = sa[0] < 3.0
     assert early.sum() > 0
     np.testing.assert_allclose(sb[0][: early.sum()], sa[0][early], atol=1e-3)
+
+
+def test_progress_line_shows_time_rate_and_eta() -> None:
+    import io
+
+    from cluster_sim.progress import Progress
+
+    buf = io.StringIO()
+    p = Progress(1000.0, enabled=True, stream=buf)
+    p.update(250.0, 42, force=True)
+    p.close()
+    line = buf.getvalue()
+    assert "250.0/1000 ms" in line and "ms/s" in line and "ETA" in line and "spikes 42" in line
+    quiet = io.StringIO()
+    Progress(1000.0, stream=quiet).update(10.0, 1, force=True)  # not a terminal: silent
+    assert quiet.getvalue() == ""

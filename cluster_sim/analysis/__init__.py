@@ -27,6 +27,14 @@ def open_spikes(run_dir: str | Path) -> Iterator[dict[str, tuple[da.Array, da.Ar
         yield out
 
 
+def spec_order(run_dir: str | Path) -> list[str]:
+    """Population names in the order of the job spec (HDF5 lists groups alphabetically)."""
+    path = Path(run_dir) / "spikes.h5" if Path(run_dir).is_dir() else Path(run_dir)
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        raw = f.attrs.get("populations")
+        return json.loads(raw) if raw is not None else list(f["spikes"])
+
+
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     p = Path(run_dir) / "run.json"
     return json.loads(p.read_text()) if p.exists() else {}

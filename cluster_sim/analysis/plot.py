@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster_sim.analysis import open_spikes, rate_histogram, run_info
+from cluster_sim.analysis import open_spikes, rate_histogram, run_info, spec_order
 
 MAX_RASTER_POINTS = 200_000
 
@@ -27,7 +27,9 @@ def plot_run(run_dir: Path, output: Path | None = None) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     offset = 0
     with open_spikes(run_dir) as pops:
-        for k, (pop, (ts, ids, n)) in enumerate(pops.items()):
+        order = [p for p in spec_order(run_dir) if p in pops] + [p for p in pops if p not in spec_order(run_dir)]
+        for k, pop in enumerate(order):
+            ts, ids, n = pops[pop]
             t = np.asarray(ts.compute())
             i = np.asarray(ids.compute()).astype(np.int64)
             if t.size > MAX_RASTER_POINTS:  # keep whole neurons so each raster row stays truthful

@@ -30,10 +30,31 @@ def prepare_environment(local_rank: int | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
-    if local_rank is not None and "CUDA_VISIBLE_DEVICES" not in os.environ:
-        gpus = os.environ.get("CLUSTER_SIM_GPUS_PER_NODE")
-        if gpus:
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(local_rank % int(gpus))
+    if local_rank is not None:
+        choice = gpu_for_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"), _count_node_gpus())
+        if choice is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = choice
+
+
+def _count_node_gpus() -> int:
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def gpu_for_local_rank(local_rank: int, visible: str | None, node_gpus: int) -> str | None:
+    """One GPU per rank: the local rank's entry of the (job-relative) CUDA_VISIBLE_DEVICES list
+    SLURM gives the step, or of the node's GPUs; None when there is no GPU (CPU run). Without
+    this every rank would grab GPU 0 (horovod#2625)."""
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() != ""]
+        if not ids or ids == ["-1"]:
+            return None
+        return ids[local_rank % len(ids)].strip()
+    if node_gpus > 0:
+        return str(local_rank % node_gpus)
+    return None
 
 
 def select_device(requested: str, cpu_threads: int | None = None) -> str:

@@ -34,8 +34,9 @@ def w_brian2(cfg: dict) -> dict:
     from impl_cobahh_net import cobahh_network
 
     net = cobahh_network(cfg["n"], cfg["t_ms"])
-    bdir = f"/tmp/bench_brian2_cpp_{cfg['n']}_{int(cfg['t_ms'])}"
-    return simulate(net, cfg["mode"], cfg["t_ms"], build_dir=bdir)
+    sort = cfg.get("sort_by_source", True)
+    bdir = f"/tmp/bench_brian2_cpp_{cfg['n']}_{int(cfg['t_ms'])}{'' if sort else '_bytarget'}"
+    return simulate(net, cfg["mode"], cfg["t_ms"], build_dir=bdir, sort_by_source=sort)
 
 
 def w_numpy(cfg: dict) -> dict:

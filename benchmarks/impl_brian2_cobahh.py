@@ -14,10 +14,13 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
+
 from impl_cobahh_net import CobaNet
 
 
-def simulate(net: CobaNet, mode: str, duration_ms: float = 1000.0, dt: float = 0.1, build_dir: str | None = None) -> dict:
+def simulate(net: CobaNet, mode: str, duration_ms: float = 1000.0, dt: float = 0.1, build_dir: str | None = None,
+             sort_by_source: bool = True) -> dict:
     t_start = time.perf_counter()
     import brian2 as b2
     from brian2 import NeuronGroup, Network, SpikeMonitor, Synapses, defaultclock, ms, mV, nS, pF, siemens
@@ -58,10 +61,14 @@ beta_n = .5*exp((10*mV-v+VT)/(40*mV))/ms : Hz
     P.gi = net.gi0 * nS
     Ce = Synapses(P, P, "w : siemens", on_pre="ge += w", delay=net.delay_ms * ms)
     Ci = Synapses(P, P, "w : siemens", on_pre="gi += w", delay=net.delay_ms * ms)
-    Ce.connect(i=net.exc_pre, j=net.exc_post)
-    Ci.connect(i=net.inh_pre, j=net.inh_post)
-    Ce.w = net.exc_w * nS
-    Ci.w = net.inh_w * nS
+    # Synapses ordered by source, then target, as Brian2's own connect(p=...) generates them
+    # (memory order of a spiking source's synapses matters for propagation).
+    oe = np.lexsort((net.exc_post, net.exc_pre)) if sort_by_source else np.arange(net.exc_pre.size)
+    oi = np.lexsort((net.inh_post, net.inh_pre)) if sort_by_source else np.arange(net.inh_pre.size)
+    Ce.connect(i=net.exc_pre[oe], j=net.exc_post[oe])
+    Ci.connect(i=net.inh_pre[oi], j=net.inh_post[oi])
+    Ce.w = net.exc_w[oe] * nS
+    Ci.w = net.inh_w[oi] * nS
     mon = SpikeMonitor(P)
     network = Network(P, Ce, Ci, mon)
     t_run0 = time.perf_counter()

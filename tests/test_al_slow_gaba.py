@@ -41,7 +41,7 @@ def test_gaba_b_kinetics_follow_the_cascade() -> None:
 def test_slow_gaba_job_runs_and_inhibits_pns(tmp_path: Path) -> None:
     spec = load_spec(JOBS / "antennal_lobe_slow_gaba.toml")
     assert any(p.synapse == "gaba_b" for p in spec.projections)
-    common = ["--duration", "400", "-q", "--set", "stimuli.odor.start_ms=20.0"
+    common = ["--duration", "400", "-q", "--set", "stimuli.odor.start_ms=20.0"]
     base, slow = tmp_path / "base", tmp_path / "slow"
     cli("run", str(JOBS / "antennal_lobe.toml"), "--out", str(base), *common, check=True)
     cli("run", str(JOBS / "antennal_lobe_slow_gaba.toml"), "--out", str(slow), *common, check=True)

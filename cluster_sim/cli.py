@@ -56,6 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                           'use mode = "bsp"')
     from cluster_sim.engine.device import prepare_environment
     from cluster_sim.engine.mpi_env import mpi_context
+    from cluster_sim.engine.stop import StopRequest
+
+    stop = StopRequest().install()  # before the slow imports: a SIGUSR1 then is not lost
 
     ctx = mpi_context()  # None unless launched by mpiexec/srun with more than one rank
     prepare_environment(ctx.local_rank if ctx else None)
@@ -67,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=args.checkpoint_every,
                       progress=None if not args.quiet else False, startup_s=startup,
-                      comm=ctx.comm if ctx else None, cpu_threads=ctx.cpu_threads if ctx else None)
+                      comm=ctx.comm if ctx else None, cpu_threads=ctx.cpu_threads if ctx else None, stop_request=stop)
     root = ctx is None or ctx.rank == 0
     if root and not args.quiet:
         print(format_summary(result.info, out))

@@ -51,7 +51,7 @@ def _add_job_options(p: argparse.ArgumentParser, *, resources: bool = True) -> N
         c.add_argument("--mode", default="", choices=["", *R.MODES], help="exchange mode")
     c.add_argument("--container", type=Path, default=None, help="Apptainer/Singularity image (.sif) to run in")
     c.add_argument("--name", default="", help="run name (default: the file's stem)")
-    c.add_argument("--runs-dir", type=Path, default=None, help="where run folders go (default $CLUSTER_SIM_RUNS or ./runs)")
+    c.add_argument("--runs-dir", type=Path, default=None, help="where run folders go (default: $CLUSTER_SIM_RUNS, else <site scratch>/cluster-sim/runs, else ./runs)")
     c.add_argument("--dry-run", action="store_true", help="print the batch script; create and submit nothing")
     c.add_argument("--no-validate", dest="validate", action="store_false", help="skip `cluster-sim validate`")
     # Internal/test hook: run this command instead of cluster-sim (a shell payload in the engine's place).
@@ -74,7 +74,7 @@ def _options(ns: argparse.Namespace, *, resources: bool = True) -> tuple[SubmitO
     payload = tuple(shlex.split(ns.payload)) if ns.payload else ()
     opts = SubmitOptions(site=site, resources=res, sets=sets, duration_ms=ns.duration,
                          checkpoint_every_ms=ns.checkpoint_every, mode=getattr(ns, "mode", ""), name=ns.name,
-                         runs_dir=ns.runs_dir or default_runs_dir(), container=ns.container, payload=payload,
+                         runs_dir=ns.runs_dir or default_runs_dir(site), container=ns.container, payload=payload,
                          validate=ns.validate)
     return opts, given
 

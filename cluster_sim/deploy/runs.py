@@ -73,8 +73,13 @@ def new_run_dir(runs_dir: Path, name: str) -> tuple[Path, str]:
     return v.path("--runs-dir", Path(runs_dir)) / f"{name}-{uid}", uid
 
 
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("CLUSTER_SIM_RUNS", "runs"))
+def default_runs_dir(site: SiteProfile | None = None) -> Path:
+    """``$CLUSTER_SIM_RUNS``, else ``<site scratch>/cluster-sim/runs``, else ``./runs``."""
+    if os.environ.get("CLUSTER_SIM_RUNS"):
+        return Path(os.environ["CLUSTER_SIM_RUNS"])
+    if site is not None and site.scratch:
+        return Path(site.scratch) / "cluster-sim" / "runs"
+    return Path("runs")
 
 
 def safe_name(stem: str) -> str:
@@ -325,6 +330,7 @@ def read_run_json(out_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+CONSTRUCTION_PHASES = ("startup", "build")
 SCALAR_KEYS = ("n_neurons", "n_synapses", "n_spikes", "simulated_ms", "wall_seconds", "steps_per_neuron",
                "ranks", "mode")
 
@@ -340,11 +346,14 @@ def flat_row(run: dict[str, Any] | None) -> dict[str, Any]:
     sim_s = float(run.get("simulated_ms") or 0) / 1000.0
     if sim_s > 0 and isinstance(run.get("wall_seconds"), (int, float)):
         row["real_time_factor"] = run["wall_seconds"] / sim_s
-    for ph, sec in sorted((run.get("phases") or {}).items()):
-        if isinstance(sec, (int, float)):
-            row[f"phase_{ph}"] = sec
-            if sim_s > 0:
-                row[f"rtf_{ph}"] = sec / sim_s
+    phases = {ph: sec for ph, sec in (run.get("phases") or {}).items() if isinstance(sec, (int, float))}
+    for ph, sec in sorted(phases.items()):
+        row[f"phase_{ph}"] = sec
+        if sim_s > 0:
+            row[f"rtf_{ph}"] = sec / sim_s
+    if phases:  # network construction kept apart from state propagation (beNNch)
+        row["construction_s"] = sum(sec for ph, sec in phases.items() if ph in CONSTRUCTION_PHASES)
+        row["propagation_s"] = sum(sec for ph, sec in phases.items() if ph not in CONSTRUCTION_PHASES)
     return row
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.runs import (MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
+from cluster_sim.deploy.runs import (CONSTRUCTION_PHASES, MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
                                      now_utc, overall, read_run_json, safe_name, status, validate_with_core,
                                      write_atomic, write_csv, write_json)
 from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
@@ -265,12 +265,21 @@ def aggregate(rows: list[dict[str, Any]], scaling: str) -> list[dict[str, Any]]:
             sim_s = float(g[0].get("simulated_ms") or 0) / 1000.0
             row: dict[str, Any] = {"mode": mode, "nodes": k[1], "ranks_per_node": k[2], "ranks": ranks,
                                    "samples": len(g), "wall_mean_s": wall, "wall_std_s": wall_sd}
+            for key in ("construction_s", "propagation_s"):
+                m, sd = _mean_std([float(r[key]) for r in g if r.get(key) not in ("", None)])
+                row[f"{key[:-2]}_mean_s"], row[f"{key[:-2]}_std_s"] = m, sd
+            prop = row["propagation_mean_s"]
             if base is None:
-                base = (ranks, wall)
-            n0, t0 = base
+                base = (ranks, wall, prop)
+            n0, t0, p0 = base
             row["speedup"] = t0 / wall if wall else math.nan
             row["efficiency"] = (n0 * t0 / (ranks * wall)) if scaling == "strong" else (t0 / wall)
+            # the same for state propagation alone (startup and network construction excluded)
+            row["speedup_propagation"] = p0 / prop if prop and not math.isnan(prop) else math.nan
+            row["efficiency_propagation"] = ((n0 * p0 / (ranks * prop)) if scaling == "strong" else (p0 / prop)) \
+                if prop and not math.isnan(prop) else math.nan
             row["real_time_factor"] = wall / sim_s if sim_s else math.nan
+            row["real_time_factor_propagation"] = prop / sim_s if sim_s and not math.isnan(prop) else math.nan
             for ph in phases:
                 m, s = _mean_std([float(r[ph]) for r in g if r.get(ph) not in ("", None)])
                 row[f"{ph}_mean_s"] = m
@@ -288,24 +297,32 @@ def plot(agg: list[dict[str, Any]], outdir: Path, scaling: str) -> list[Path]:
 
     paths: list[Path] = []
     modes = sorted({r["mode"] for r in agg})
-    phases = sorted({k[4:] for r in agg for k in r if k.startswith("rtf_")})
+    # real-time factor of state propagation by phase (startup and construction have their own curve)
+    phases = sorted({k[4:] for r in agg for k in r if k.startswith("rtf_")} - set(CONSTRUCTION_PHASES))
+
+    has_prop = any(not math.isnan(r.get("propagation_mean_s", math.nan)) for r in agg)
 
     def fig(name: str, ylabel: str, key: str, ideal: str | None = None) -> None:
         f, ax = plt.subplots(figsize=(5, 3.5))
         for mode in modes:
             rs = [r for r in agg if r["mode"] == mode]
             x = [r["ranks"] for r in rs]
-            y = [r[key] for r in rs]
             if key == "wall_mean_s":
-                ax.errorbar(x, y, yerr=[r["wall_std_s"] for r in rs], marker="o", capsize=3, label=mode)
+                ax.errorbar(x, [r["wall_mean_s"] for r in rs], yerr=[r["wall_std_s"] for r in rs], marker="o",
+                            capsize=3, label=f"{mode}: total")
+                if has_prop:
+                    for part, ls in (("construction", ":"), ("propagation", "--")):
+                        ax.errorbar(x, [r[f"{part}_mean_s"] for r in rs], yerr=[r[f"{part}_std_s"] for r in rs],
+                                    marker=".", ls=ls, capsize=2, label=f"{mode}: {part}")
             else:
-                ax.plot(x, y, marker="o", label=mode)
+                ax.plot(x, [r[key] for r in rs], marker="o", label=mode)
         if ideal == "speedup" and agg:
             xs = sorted({r["ranks"] for r in agg})
             ax.plot(xs, [x / xs[0] for x in xs] if scaling == "strong" else [1.0] * len(xs), "k--", lw=0.8,
                     label="ideal")
         if ideal == "efficiency" and agg:
             ax.axhline(1.0, color="k", ls="--", lw=0.8, label="ideal")
+        ax.set_xticks(sorted({r["ranks"] for r in agg}))
         ax.set_xlabel("MPI ranks")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{scaling} scaling: {ylabel}")
@@ -316,9 +333,11 @@ def plot(agg: list[dict[str, Any]], outdir: Path, scaling: str) -> list[Path]:
         plt.close(f)
         paths.append(p)
 
+    basis = "_propagation" if has_prop else ""
     fig("wall_time", "wall time [s]", "wall_mean_s")
-    fig("speedup", "speedup", "speedup", ideal="speedup")
-    fig("efficiency", "parallel efficiency", "efficiency", ideal="efficiency")
+    fig("speedup", "speedup" + (" (state propagation)" if has_prop else ""), "speedup" + basis, ideal="speedup")
+    fig("efficiency", "parallel efficiency" + (" (state propagation)" if has_prop else ""), "efficiency" + basis,
+        ideal="efficiency")
     # Real-time factor stacked by phase, one panel per mode (beNNch-plot style).
     f, axes = plt.subplots(1, max(1, len(modes)), figsize=(5 * max(1, len(modes)), 3.5), squeeze=False)
     for ax, mode in zip(axes[0], modes or ["-"]):
@@ -331,7 +350,7 @@ def plot(agg: list[dict[str, Any]], outdir: Path, scaling: str) -> list[Path]:
             bottom = [b + yy for b, yy in zip(bottom, y)]
         ax.set_xlabel("MPI ranks")
         ax.set_ylabel("real-time factor (wall / model time)")
-        ax.set_title(f"{mode}: real-time factor by phase")
+        ax.set_title(f"{mode}: real-time factor by phase (propagation)")
         if phases:
             ax.legend(fontsize="small")
     f.tight_layout()

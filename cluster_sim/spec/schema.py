@@ -46,6 +46,7 @@ class EngineSpec:
     exchange: str = "allgather"
     partition: str = "block"
     loop: str = "while"  # how the compiled interval iterates its steps: "while" or "scan"
+    cpu_threads: int = 0  # TensorFlow intra-op threads per rank on CPU; 0 = automatic
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         exchange=eng_t.string("exchange", "allgather", choices=EXCHANGES),
         partition=eng_t.string("partition", "block", choices=PARTITIONS),
         loop=eng_t.string("loop", "while", choices=("while", "scan")),
+        cpu_threads=eng_t.integer("cpu_threads", 0, lo=0, hi=4096),
     )
     eng_t.finish()
 

@@ -1,8 +1,7 @@
 """Fixtures for the deployment tests.
 
 The ``slurm`` fixture starts the one-node cluster with ``scripts/slurm_local.sh start`` and fails
-(never skips) when it cannot. ``cs`` runs the CLI as ``sys.executable -m cluster_sim.cli`` once the
-core CLI has the deployment subcommands wired in, else ``-m cluster_sim.deploy.cli``.
+(never skips) when it cannot. ``cs`` runs the CLI as ``sys.executable -m cluster_sim.cli``.
 """
 from __future__ import annotations
 

@@ -185,3 +185,13 @@ def test_slurm_dir_has_no_duplicate_templates():
     slurm = Path(__file__).resolve().parents[2] / "slurm"
     assert not list(slurm.glob("*.j2")), "templates live in cluster_sim/deploy/templates only"
     assert "cluster_sim/deploy/templates" in (slurm / "README.md").read_text()
+
+
+def test_default_runs_dir(monkeypatch):
+    from cluster_sim.deploy.runs import default_runs_dir
+
+    monkeypatch.delenv("CLUSTER_SIM_RUNS", raising=False)
+    assert default_runs_dir(load_site("local")) == Path("runs")
+    assert str(default_runs_dir(load_site("param-brahma"))).endswith("/cluster-sim/runs")
+    monkeypatch.setenv("CLUSTER_SIM_RUNS", "/data/runs")
+    assert default_runs_dir(load_site("param-brahma")) == Path("/data/runs")

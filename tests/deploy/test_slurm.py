@@ -189,6 +189,7 @@ def test_scaling_study_chain_and_collect_job(spec, runs_dir, payload, tmp_path):
                                                                             ("2", "COMPLETED", "2")]
     agg = list(csv.DictReader((rd / "results" / "scaling.csv").open()))
     assert [a["ranks"] for a in agg] == ["1", "2"] and float(agg[0]["speedup"]) == 1.0
+    assert float(agg[0]["speedup_propagation"]) == 1.0 and float(agg[1]["propagation_mean_s"]) > 0
     for png in ("wall_time.png", "speedup.png", "efficiency.png", "rtf_phases.png"):
         assert (rd / "results" / png).stat().st_size > 1000
 
@@ -249,7 +250,7 @@ def test_requeue_cap(spec, runs_dir, payload):
 @pytest.mark.slow
 def test_time_limit_signal_requeues_and_resumes(spec, runs_dir, payload, tmp_path):
     """--time=00:01:00 with --signal=B:USR1@50: SLURM itself signals before the limit."""
-    sets = ("fake.steps=450", "fake.step_s=0.1", "fake.seed=5")
+    sets = ("fake.steps=480", "fake.step_s=0.1", "fake.seed=5")
     rd = submit(spec, "--time", "00:01:00", "--signal-seconds", "50", *[x for s in sets for x in ("--set", s)],
                 runs_dir=runs_dir, payload=payload)
     jid = job_id(rd)

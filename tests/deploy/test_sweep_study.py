@@ -151,7 +151,8 @@ def test_aggregate_and_plots(tmp_path):
         for seed, jitter in ((1, -0.1), (2, 0.1)):
             rows.append({"member": f"n1r{ranks}-bsp-s{seed}", "nodes": 1, "ranks_per_node": ranks, "mode": "bsp",
                          "state": "COMPLETED", "wall_seconds": wall + jitter, "simulated_ms": 1000.0,
-                         "phase_integrate": 0.8 * wall, "phase_deliver": 0.2 * wall})
+                         "phase_integrate": 0.8 * wall, "phase_deliver": 0.2 * wall,
+                         "construction_s": 1.0, "propagation_s": wall - 1.0})
     rows.append({"member": "x", "nodes": 1, "ranks_per_node": 8, "mode": "bsp", "state": "FAILED", "wall_seconds": ""})
     agg = aggregate(rows, "strong")
     assert [a["ranks"] for a in agg] == [1, 2, 4]
@@ -160,6 +161,9 @@ def test_aggregate_and_plots(tmp_path):
     assert agg[0]["wall_std_s"] == pytest.approx(0.1414, rel=1e-3)
     assert agg[0]["real_time_factor"] == pytest.approx(8.0)
     assert agg[0]["rtf_integrate"] == pytest.approx(6.4)
+    assert agg[2]["speedup_propagation"] == pytest.approx(7.0 / 1.5)
+    assert agg[2]["efficiency_propagation"] == pytest.approx(7.0 / (4 * 1.5))
+    assert agg[1]["construction_mean_s"] == pytest.approx(1.0)
     weak = aggregate(rows, "weak")
     assert weak[2]["efficiency"] == pytest.approx(8.0 / 2.5)
     pngs = plot(agg, tmp_path, "strong")

@@ -216,7 +216,8 @@ def cobahh_overrides(n: int, duration_ms: float, precision: str = "float64", ext
             f"integrator.precision=\"{precision}\"", *extra]
 
 
-def run_cluster_sim(job: str, overrides: Sequence[str], out_dir: str | None = None) -> dict[str, Any]:
+def run_cluster_sim(job: str, overrides: Sequence[str], out_dir: str | None = None,
+                    cpu_threads: int | None = None) -> dict[str, Any]:
     """simulate() in this process (call from a worker); returns run.json plus derived numbers."""
     import tempfile
 
@@ -228,7 +229,8 @@ def run_cluster_sim(job: str, overrides: Sequence[str], out_dir: str | None = No
     from cluster_sim.engine.loop import simulate
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_cs_")
-    res = simulate(spec, out_dir or tmp.name, progress=False, startup_s=0.0)
+    kw = {"cpu_threads": cpu_threads} if cpu_threads else {}
+    res = simulate(spec, out_dir or tmp.name, progress=False, startup_s=0.0, **kw)
     total = time.perf_counter() - t_start
     info = res.info
     ph = info["phases"]

@@ -25,7 +25,8 @@ IMPLS = ["cluster-sim f64", "cluster-sim f32", "brian2 cpp_standalone", "brian2 
 
 
 def w_cluster_sim(cfg: dict) -> dict:
-    return run_cluster_sim("cobahh.toml", cobahh_overrides(cfg["n"], cfg["t_ms"], cfg["precision"]))
+    return run_cluster_sim("cobahh.toml", cobahh_overrides(cfg["n"], cfg["t_ms"], cfg["precision"]),
+                           cpu_threads=cfg.get("threads"))
 
 
 def w_brian2(cfg: dict) -> dict:
@@ -62,14 +63,36 @@ def configs(ns: list[int], t_ms: float) -> list[dict]:
     return out
 
 
+def threads_variants(ns: list[int], t_ms: float, reps: int) -> None:
+    cfgs = [{"impl": "cs", "name": f"cluster-sim {prec} threads={th or 'default'}", "n": n, "t_ms": t_ms,
+             "precision": prec, "threads": th} for n in ns for prec in ("float64", "float32") for th in (None, 1)]
+    label = lambda c: f"{c['name']} N={c['n']}"  # noqa: E731
+    res = interleaved(Path(__file__), cfgs, reps, label)
+    rows = []
+    for c in cfgs:
+        rs = res[label(c)]
+        ok = [r for r in rs if "error" not in r]
+        ph = {k: med(r["phases"][k] for r in ok) for k in ok[0]["phases"]} if ok else {}
+        rows.append([c["n"], c["precision"], c["threads"] or "default", med_of(rs, "run_s"), ph.get("integrate"),
+                     ph.get("deliver"), ph.get("startup"), med_of(rs, "rate_hz"), len(ok)])
+    print(f"\n## COBAHH {t_ms:.0f} ms, cluster-sim with TensorFlow's default threads vs cpu_threads=1 (medians of {reps})\n")
+    print(md_table(["N", "precision", "threads", "run s", "integrate s", "deliver s", "startup s", "rate Hz", "ok reps"], rows))
+    path = save("cobahh_threads", {"t_ms": t_ms, "ns": ns, "reps": reps, "raw": res}, False)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--n", type=int, nargs="*", default=None)
     ap.add_argument("--t-ms", type=float, default=None)
+    ap.add_argument("--threads-variants", action="store_true",
+                    help="only cluster-sim f64/f32 with TensorFlow's default threads vs cpu_threads=1")
     a = ap.parse_args()
     ns = a.n or ([4000] if a.quick else [4000, 16000])
+    if a.threads_variants:
+        return threads_variants(ns, a.t_ms or 1000.0, a.reps or 3)
     t_ms = a.t_ms or (200.0 if a.quick else 1000.0)
     reps = a.reps or (1 if a.quick else 3)
     cfgs = configs(ns, t_ms)

@@ -1,16 +1,35 @@
-"""Neuron models, synapse models and stimulus waveforms, by name. A new model is one module
-with a ``NeuronModel`` subclass, registered here; the engine does not change."""
+"""Neuron models, synapse models and stimulus waveforms, by name.
+
+A new neuron model is one module in this package defining a ``NeuronModel`` subclass with a
+``name``: it is found by scanning the package, so neither this file nor the engine changes.
+Synapse models and waveforms register in ``SYNAPSES`` / ``WAVEFORMS`` of their modules.
+"""
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+
 from cluster_sim.models.base import Drive, NeuronModel, Waveform
-from cluster_sim.models.cobahh import CobaHH
-from cluster_sim.models.hh_squid import HHSquid
-from cluster_sim.models.locust_al import LocustLN, LocustPN
-from cluster_sim.models.passive import Passive
 from cluster_sim.models.stimuli import WAVEFORMS
 from cluster_sim.models.synapses import SYNAPSES, GradedKinetic, SynapseModel
 
-NEURONS: dict[str, NeuronModel] = {m.name: m for m in (CobaHH(), HHSquid(), LocustPN(), LocustLN(), Passive())}
+
+def _discover() -> dict[str, NeuronModel]:
+    found: dict[str, NeuronModel] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name in ("base", "synapses", "stimuli"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, NeuronModel) and cls is not NeuronModel and cls.name and cls.__module__ == module.__name__:
+                if cls.name in found:
+                    raise RuntimeError(f"two neuron models named {cls.name!r}: {found[cls.name]} and {cls}")
+                found[cls.name] = cls()
+    return found
+
+
+NEURONS: dict[str, NeuronModel] = _discover()
 
 
 def get_neuron_model(name: str) -> NeuronModel:

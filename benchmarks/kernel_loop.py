@@ -6,6 +6,8 @@ dt 0.1 ms, 10 steps per call (one 1 ms interval), for ``loop`` = "while" | "scan
 * ``run``: ``kernel.run`` as the engine calls it (inputs host→device, spikes/samples →NumPy).
 
 and the first-call (trace + compile) time, which lands in the engine's startup phase.
+TensorFlow threads are set as the engine sets them (``cpu_threads_for``: one per 64k neurons,
+so 1 at N = 4000, 2 at N = 64000 on 2 cores).
 Within one worker process the four (loop, jit) variants are interleaved round by round; the
 workers (one per N × precision) are fresh processes, repeated and interleaved. Synapses do not
 enter the kernel (spike input arrives as a dense [steps, n] tensor, zero here), so the network
@@ -36,9 +38,6 @@ def w_kernel(cfg: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    if cfg.get("threads"):
-        tf.config.threading.set_intra_op_parallelism_threads(cfg["threads"])
-        tf.config.threading.set_inter_op_parallelism_threads(cfg["threads"])
     from _common import cluster_sim_spec
     from cluster_sim.engine.kernel import IntervalKernel, initial_state
     from cluster_sim.network.build import build_network
@@ -47,6 +46,19 @@ def w_kernel(cfg: dict) -> dict:
     p = min(0.02, 320.0 / n)
     extra = [f"projections.{k}.connect.p={p}" for k in ("EE", "EI", "IE", "II")]
     spec = cluster_sim_spec("cobahh.toml", cobahh_overrides(n, 1000.0, cfg["precision"], extra))
+    # Threads as the engine chooses them (engine.loop.cpu_threads_for, where it exists), unless
+    # cfg["threads"] says otherwise (0 = TensorFlow's own default).
+    threads = cfg.get("threads")
+    if threads is None:
+        try:
+            from cluster_sim.engine.loop import cpu_threads_for
+
+            threads = cpu_threads_for(spec, 1, None)
+        except ImportError:
+            threads = 0
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
     net = build_network(spec)
     out: dict = {"n": n, "precision": cfg["precision"], "variants": {}}
     kernels, states, feeds, zeros = {}, {}, {}, {}

@@ -19,12 +19,12 @@ def test_gaba_b_kinetics_follow_the_cascade() -> None:
     syn = get_synapse_model("gaba_b")
     p = syn.params()
     ops = numpy_ops()
-    dt, r, s = 1e-4, 0.0, 0.0
+    dt, r, s = 2e-3, 0.0, 0.0
     rr, ss = 0.0, 0.0
     peak_s_t, peak_s = 0.0, 0.0
     for k in range(int(400 / dt)):
         t = k * dt
-        T = p["A_mM"] if t < p["t_max_ms"] else 0.0
+        T = p["A_mM"] if t < p["t_max_ms"] - 1e-12 else 0.0
         terms = syn.terms(ops, p, {"r": np.array([r]), "s": np.array([s])}, np.array([T]))
         r, s = (r + dt * (terms["r"][0] * r + terms["r"][1])).item(), (s + dt * (terms["s"][0] * s + terms["s"][1])).item()
         drr = p["K1_per_mM_ms"] * T * (1 - rr) - p["K2_per_ms"] * rr

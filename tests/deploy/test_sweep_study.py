@@ -105,7 +105,7 @@ def test_cli_overrides_sweep_resources(tmp_path, spec):
 def test_example_files_parse():
     assert len(load_sweep(ROOT / "studies" / "al_amplitude_sweep.toml").tasks()) == 6
     st = load_study(ROOT / "studies" / "strong.toml")
-    assert len(st.members()) == 4 * 2 * 3
+    assert len(st.members()) == 4 * 1 * 3  # nodes × modes (bsp) × seeds
     w = load_study(ROOT / "studies" / "weak.toml")
     m = [x for x in w.members() if x.nodes == 4][0]
     assert ("populations.E.count", str(3200 * 8)) in m.sets and ("simulation.seed", "1") in m.sets

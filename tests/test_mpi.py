@@ -17,7 +17,7 @@ from tests.mpi_util import mpirun
 
 pytestmark = pytest.mark.mpi
 
-COBAHH = [f"--set=populations.E.count=1600", "--set=populations.I.count=400", "--duration=60"]
+COBAHH = ["--set=populations.E.count=1600", "--set=populations.I.count=400", "--duration=60"]
 AL = ["--duration=60", "--set=stimuli.odor.start_ms=5.0", "--set=stimuli.odor.rise_tau_ms=10.0"]
 
 

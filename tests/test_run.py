@@ -3,7 +3,6 @@ checkpoint/resume bitwise identity, SIGKILL leaves readable files, SIGTERM check
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -175,7 +175,7 @@ class IntervalKernel:
         return terms
 
     def _step(self, y: dict[str, Any], k: Any, inc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        tf, dtype, dt = self.tf, self.dtype, self.dt
+        tf, dt = self.tf, self.dt
         t64 = tf.cast(k, tf.float64) * dt
         fire = {pop: y[key] for pop, key in self.layout.fire_keys.items()}
         yi = {key: y[key] for key in self.layout.integrated}

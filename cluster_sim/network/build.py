@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -268,8 +268,3 @@ def build_network(spec: JobSpec, local: Mapping[str, np.ndarray] | None = None) 
         stimuli.append(Stimulus(s.name, get_waveform(s.waveform), dict(s.params), amp))
     return Network(spec, layout, pops, projections, stimuli)
 
-
-def split_targets(spec: JobSpec, parts: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Helper for tests: gid sets -> per-population local index dicts."""
-    layout = Layout.of(spec)
-    return [{name: idx for name, idx in layout.split_gids(np.asarray(g, np.int64))} for g in parts]

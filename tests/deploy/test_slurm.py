@@ -9,7 +9,6 @@ templates, trap, requeue and tracking are exercised exactly as in production. Te
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -271,31 +270,14 @@ def test_time_limit_signal_requeues_and_resumes(spec, runs_dir, payload, tmp_pat
 
 
 # ---- the real engine ------------------------------------------------------------------------
-# jobs/cobahh_small.toml when the core ships it; until then the full COBAHH network, shortened.
-SMALL = ROOT / "jobs" / "cobahh_small.toml"
-ENGINE_JOB = SMALL if SMALL.is_file() else ROOT / "jobs" / "cobahh.toml"
-ENGINE_ARGS: tuple[str, ...] = () if SMALL.is_file() else ("--duration", "500")
-
-
-def _engine_ready() -> str:
-    try:
-        import cluster_sim.engine.loop  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"awaits the engine (import cluster_sim.engine.loop failed: {e})"
-    cp = subprocess.run([sys.executable, "-m", "cluster_sim.cli", "run", "--help"], capture_output=True, text=True)
-    if cp.returncode != 0:
-        return "awaits `cluster-sim run` in the core CLI"
-    if not ENGINE_JOB.is_file():
-        return f"awaits {ENGINE_JOB.relative_to(ROOT)}"
-    return ""
+# The shipped COBAHH job (4000 neurons), shortened.
+ENGINE_JOB = ROOT / "jobs" / "cobahh.toml"
+ENGINE_ARGS: tuple[str, ...] = ("--duration", "500")
 
 
 @pytest.fixture(scope="module")
 def engine_reference(tmp_path_factory):
     """Spikes of an uninterrupted local run (no SLURM), computed once."""
-    reason = _engine_ready()
-    if reason:
-        pytest.skip(reason)
     out = tmp_path_factory.mktemp("engine_local") / "out"
     cp = subprocess.run([sys.executable, "-m", "cluster_sim.cli", "run", str(ENGINE_JOB), "--out", str(out), "-q",
                          *ENGINE_ARGS], capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -337,13 +319,10 @@ def test_engine_requeue_resumes_identically(runs_dir, engine_reference):
 
 
 def test_two_ranks_match_one_rank(runs_dir, engine_reference):
-    """Ready for the MPI issue: 2 ranks through srun --mpi=pmix give the 1-rank spikes."""
-    if importlib.util.find_spec("mpi4py") is None:
-        pytest.skip("awaits MPI (mpi4py not installed)")
+    """2 ranks through srun --mpi=pmix give the 1-rank spikes."""
     rd = submit(ENGINE_JOB, "--time", "00:10:00", "--ranks-per-node", "2", *ENGINE_ARGS, runs_dir=runs_dir)
     st = wait_json(rd, timeout=600)
     assert st["state"] == "COMPLETED", log_text(rd)
     run = json.loads((rd / "out" / "run.json").read_text())
-    if run.get("ranks") != 2:
-        pytest.skip(f"awaits MPI: the engine ran {run.get('ranks')} rank(s) under srun --ntasks-per-node=2")
+    assert run.get("ranks") == 2, f"srun --ntasks-per-node=2 ran {run.get('ranks')} rank(s): MPI/PMIx not wired"
     assert read_spikes(rd / "out" / "spikes.h5") == engine_reference

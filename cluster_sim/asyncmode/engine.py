@@ -1,0 +1,299 @@
+"""The per-rank asynchronous scheduler: which neurons may advance, how far, and with which input
+events. No MPI and no files: remote progress arrives through ``note_promise`` / ``add_spikes``
+and spikes leave as return values, so this runs (and is tested) on one process as well.
+
+Time is cut into a grid of spacing D = the minimum synaptic delay. Neuron i has completed c_i
+grid intervals (its time is c_i·D). It may integrate interval c_i when every presynaptic source
+s has completed c_s ≥ c_i + 1 - lag(s→i), lag = ⌊delay/D⌋ ≥ 1: then every input arriving
+before (c_i + 1)·D is known ("exhaustive yet not speculative": nothing is ever rolled back).
+Inside the interval the neuron takes its own error-controlled BDF steps, stopping exactly at
+each input. Its step sequence depends only on its own inputs and the grid — never on when a
+message happened to arrive — so spikes are identical for any number of ranks and any partition.
+No deadlock is possible: the neuron with the smallest c anywhere can always advance.
+
+The scheduler advances the local neurons furthest behind first (smallest c), as a batch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from cluster_sim.asyncmode import bdf
+from cluster_sim.asyncmode.local import LocalNetwork
+from cluster_sim.errors import RunError
+
+MAX_ITER_PER_CALL = 32
+EVENTS_PER_CALL = 8
+
+
+def bucket(n: int, full: int) -> int:
+    """Padded batch size: 32 for the stragglers, else the whole block (rounded up to 32). Sizes
+    are multiples of 32 (XLA's vector path for every neuron, hence bitwise identity for any
+    batch composition), and only two per model, because each new size is an XLA compilation
+    (seconds)."""
+    if n <= 32:
+        return 32
+    return max(32, -(-full // 32) * 32)
+
+
+@dataclass
+class EventQueue:
+    """Pending input jumps: arrival time, local target, variable, weight, and the keys that fix
+    the order of summation (source gid, synapse order, source spike time)."""
+
+    cols: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in EventQueue.KEYS})
+    KEYS = ("arrive", "tgt", "var", "w", "src", "row", "spk_t")
+
+    def push(self, **arrays: np.ndarray) -> None:
+        for k in self.KEYS:
+            self.cols[k].append(np.asarray(arrays[k]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for k, parts in self.cols.items():
+            out[k] = np.concatenate(parts) if parts else np.zeros(0)
+            self.cols[k] = [out[k]] if out[k].size else []
+        return out
+
+    def take(self, members: np.ndarray, before: float) -> dict[str, np.ndarray]:
+        """Remove and return the events of ``members`` (bool over local neurons) arriving before
+        ``before``, sorted by (target, arrival, source, synapse order, spike time)."""
+        a = self.arrays()
+        if a["arrive"].size == 0:
+            return a
+        sel = members[a["tgt"].astype(np.int64)] & (a["arrive"] < before)
+        got = {k: v[sel] for k, v in a.items()}
+        for k in self.KEYS:
+            self.cols[k] = [a[k][~sel]]
+        order = np.lexsort((got["spk_t"], got["row"], got["src"], got["arrive"], got["tgt"]))
+        return {k: v[order] for k, v in got.items()}
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return self.arrays()
+
+
+class AsyncEngine:
+    def __init__(self, local: LocalNetwork, D: float, t_end: float, kernels: list[Any], *, rtol: float, atol: float, rank: int,
+                 owner: np.ndarray | None, source_spikes: Callable[[np.ndarray, float, float], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        self.local, self.D, self.t_end = local, float(D), float(t_end)
+        self.k_end = max(1, int(math.ceil(t_end / D - 1e-9)))
+        self.kernels = kernels
+        self.rtol, self.atol = float(rtol), float(atol)
+        self.rank = rank
+        n = local.n_local
+        self.c = np.zeros(n, np.int64)
+        self.states = [bdf.new_state(b.y0, 0.0) for b in local.blocks]
+        self.queue = EventQueue()
+        self.counters = {k: np.zeros(n, np.int64) for k in bdf.COUNTER_KEYS}
+        self.source_spikes = source_spikes
+        self.sources_done_k = 0  # grid intervals of spike-source output generated so far
+        syn = local.syn
+        # Dependencies: rows of the synapse table whose source has dynamics.
+        dep = ~syn.from_source_pop
+        self.dep_tgt = syn.tgt[dep]
+        self.dep_lag = syn.lag[dep]
+        src = syn.src[dep]
+        lidx_of_gid = {int(g): i for i, g in enumerate(local.gid)} if owner is None else None
+        if owner is None:
+            self.dep_local = np.ones(src.size, bool)
+            self.dep_L = np.array([lidx_of_gid[int(g)] for g in src], np.int64) if src.size else np.zeros(0, np.int64)
+            self.dep_rank = np.zeros(src.size, np.int64)
+        else:
+            self.dep_rank = owner[src].astype(np.int64)
+            self.dep_local = self.dep_rank == rank
+            pos = np.searchsorted(np.sort(local.gid), src)
+            order = np.argsort(local.gid)
+            self.dep_L = np.where(self.dep_local, order[np.minimum(pos, max(local.gid.size - 1, 0))] if local.gid.size else 0, 0)
+        by_t = np.argsort(self.dep_tgt, kind="stable")
+        self.dep_tgt, self.dep_lag = self.dep_tgt[by_t], self.dep_lag[by_t]
+        self.dep_local, self.dep_L, self.dep_rank = self.dep_local[by_t], self.dep_L[by_t], self.dep_rank[by_t]
+        self.dep_starts = np.flatnonzero(np.r_[True, self.dep_tgt[1:] != self.dep_tgt[:-1]]) if self.dep_tgt.size else np.zeros(0, np.int64)
+        self.promise = np.zeros(int(self.dep_rank.max()) + 1 if self.dep_rank.size else 1, np.int64)
+        for t, who in local.breakpoints:  # input discontinuities restart the integrator there
+            z = np.zeros(who.size)
+            self.queue.push(arrive=np.full(who.size, t), tgt=who, var=np.zeros(who.size, np.int64), w=z,
+                            src=np.full(who.size, -1), row=np.full(who.size, -1), spk_t=np.full(who.size, -math.inf))
+
+    # -- what may run ---------------------------------------------------------------------------
+
+    def note_promise(self, rank: int, c: int) -> None:
+        """Every source on ``rank`` with targets here has completed ``c`` intervals (and its
+        spikes before c·D have been handed to ``add_spikes``)."""
+        if rank >= self.promise.size:
+            self.promise = np.concatenate([self.promise, np.zeros(rank + 1 - self.promise.size, np.int64)])
+        self.promise[rank] = max(self.promise[rank], c)
+
+    def allowed(self) -> np.ndarray:
+        """Per local neuron: the number of intervals it may have completed given what is known."""
+        out = np.full(self.local.n_local, self.k_end, np.int64)
+        if self.dep_tgt.size:
+            known = np.where(self.dep_local, self.c[self.dep_L] if self.c.size else 0, self.promise[self.dep_rank])
+            vals = np.minimum.reduceat(known + self.dep_lag, self.dep_starts)
+            out[self.dep_tgt[self.dep_starts]] = np.minimum(out[self.dep_tgt[self.dep_starts]], vals)
+        return out
+
+    def next_batch(self, cap: int) -> tuple[np.ndarray, int] | None:
+        """The runnable neurons furthest behind (all at the same interval k), or None."""
+        limit = np.minimum(self.allowed(), min(cap, self.k_end))
+        ok = self.c < limit
+        if not ok.any():
+            return None
+        k = int(self.c[ok].min())
+        return np.flatnonzero(ok & (self.c == k)), k
+
+    def done(self) -> bool:
+        return bool((self.c >= self.k_end).all())
+
+    def min_c(self) -> int:
+        return int(self.c.min()) if self.c.size else self.k_end
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def add_spikes(self, gids: np.ndarray, times: np.ndarray) -> int:
+        """Turn spikes (of any source) into input events of the local targets; returns the number."""
+        syn = self.local.syn
+        rows, which = syn.rows_of(np.asarray(gids, np.int64))
+        if rows.size:
+            t = np.asarray(times, float)[which]
+            self.queue.push(arrive=t + syn.delay[rows], tgt=syn.tgt[rows], var=syn.var[rows], w=syn.weight[rows],
+                            src=syn.src[rows], row=rows, spk_t=t)
+        return int(rows.size)
+
+    def _source_window(self, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Spike-source output up to the end of interval k (inputs here and spikes to record)."""
+        out = []
+        while self.source_spikes is not None and self.sources_done_k <= k:
+            j = self.sources_done_k
+            gids, times = self.source_spikes(np.zeros(0), j * self.D, min((j + 1) * self.D, self.t_end))
+            self.add_spikes(gids, times)
+            out.append((gids, times))
+            self.sources_done_k += 1
+        return out
+
+    # -- one interval ---------------------------------------------------------------------------
+
+    def run_interval(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Integrate ``batch`` (local indices, all at interval k) to the end of interval k.
+        Returns the spikes (local index, time)."""
+        t_stop = min((k + 1) * self.D, self.t_end)
+        members = np.zeros(self.local.n_local, bool)
+        members[batch] = True
+        ev = self.queue.take(members, t_stop)
+        spk_l, spk_t = [], []
+        for b_i, (block, kernel) in enumerate(zip(self.local.blocks, self.kernels)):
+            rows = self.local.row_of[batch[self.local.block_of[batch] == b_i]]
+            if rows.size == 0:
+                continue
+            ev_t, ev_w = self._event_arrays(block, rows, ev, len(block.model.variables))
+            l_out, t_out = self._integrate(b_i, kernel, rows, np.full(rows.size, t_stop), ev_t, ev_w)
+            spk_l.append(l_out)
+            spk_t.append(t_out)
+        self.c[batch] += 1
+        if not spk_l:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(spk_l), np.concatenate(spk_t)
+
+    def _event_arrays(self, block: Any, rows: np.ndarray, ev: dict[str, np.ndarray], nv: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per neuron of the batch: its distinct arrival times (padded with +inf) and the summed
+        jump of every variable at each, summed in the queue's fixed order."""
+        n = rows.size
+        tgt = ev["tgt"].astype(np.int64)
+        sel = np.isin(tgt, block.lidx[rows]) if tgt.size else np.zeros(0, bool)
+        if not sel.any():
+            return np.full((n, 1), np.inf), np.zeros((n, 1, nv))
+        pos_of = {int(l): i for i, l in enumerate(block.lidx[rows])}
+        bpos = np.array([pos_of[int(x)] for x in tgt[sel]], np.int64)
+        arr, var, w = ev["arrive"][sel], ev["var"][sel].astype(np.int64), ev["w"][sel]
+        new_group = np.r_[True, (bpos[1:] != bpos[:-1]) | (arr[1:] != arr[:-1])]
+        gid_ = np.cumsum(new_group) - 1
+        first = np.flatnonzero(new_group)
+        # slot of each group within its neuron's row
+        grp_neuron = bpos[first]
+        grp_slot = np.arange(first.size) - np.searchsorted(grp_neuron, grp_neuron, side="left")
+        width = int(grp_slot.max()) + 1
+        ev_t = np.full((n, width), np.inf)
+        ev_w = np.zeros((n, width, nv))
+        ev_t[grp_neuron, grp_slot] = arr[first]
+        np.add.at(ev_w, (bpos, grp_slot[gid_], var), w)
+        return ev_t, ev_w
+
+    def _integrate(self, b_i: int, kernel: Any, rows: np.ndarray, t_stop: np.ndarray, ev_t: np.ndarray,
+                   ev_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calls of the compiled kernel until every neuron of ``rows`` reached ``t_stop``. Each call
+        gets fixed shapes (a bucketed batch, EVENTS_PER_CALL events per neuron: a neuron with more
+        stops at its first event not passed in), so XLA compiles once per bucket."""
+        block, st = self.local.blocks[b_i], self.states[b_i]
+        active = np.arange(rows.size)
+        first = np.zeros(rows.size, np.int64)  # next unconsumed event per neuron
+        n_events = (ev_t < np.inf).sum(axis=1)
+        spk_l, spk_t = [], []
+        nv = st["D"].shape[2]
+        E = EVENTS_PER_CALL
+        ev_t = np.concatenate([ev_t, np.full((rows.size, E + 1), np.inf)], axis=1)
+        ev_w = np.concatenate([ev_w, np.zeros((rows.size, E + 1, nv))], axis=1)
+        while active.size:
+            r = rows[active]
+            n, B = active.size, bucket(active.size, block.gid.size)
+            pad = B - n
+            cols = first[active][:, None] + np.arange(E + 1)[None, :]
+            et_all = np.take_along_axis(ev_t[active], cols, axis=1)
+            ew = np.take_along_axis(ev_w[active], cols[:, :E, None], axis=1)
+            stop_here = np.minimum(t_stop[active], et_all[:, E])  # stop at the first event not passed in
+            st["ev_ptr"][r] = 0
+            sub = {k: _pad(v[r] if k != "D" else v[:, r], pad, k) for k, v in st.items()}
+            tt = np.concatenate([stop_here, np.zeros(pad)])
+            et = np.concatenate([et_all[:, :E], np.full((pad, E), np.inf)])
+            ew = np.concatenate([ew, np.zeros((pad, E, nv))])
+            out, spk, cnt = kernel.advance(sub, tt, et, ew, _pad(block.params[r], pad, "params"),
+                                           _pad(block.amps[r], pad, "params"), _pad(block.thresh[r], pad, "params"),
+                                           _pad(block.refr[r], pad, "params"), MAX_ITER_PER_CALL,
+                                           self.rtol, self.atol)
+            for k, v in out.items():
+                if k == "D":
+                    st[k][:, r] = v[:, :n]
+                else:
+                    st[k][r] = v[:n]
+            for k, v in cnt.items():
+                self.counters[k][block.lidx[r]] += v[:n]
+            if out["failed"][:n].any():
+                bad = int(np.flatnonzero(out["failed"][:n])[0])
+                raise RunError(f"the BDF step size fell below {bdf.H_MIN_MS:g} ms for neuron gid {int(block.gid[r[bad]])} "
+                               f"at t = {out['t'][bad]:.6f} ms; loosen integrator.rtol/atol or check the model parameters")
+            hit = ~np.isnan(spk[:n])
+            if hit.any():
+                spk_l.append(block.lidx[r[hit]])
+                spk_t.append(spk[:n][hit])
+            first[active] += out["ev_ptr"][:n]
+            t = out["t"][:n]
+            live = (t < t_stop[active]) | (first[active] < n_events[active])
+            active = active[live]
+        st["ev_ptr"][rows] = 0
+        if spk_l:
+            return np.concatenate(spk_l), np.concatenate(spk_t)
+        return np.zeros(0, np.int64), np.zeros(0)
+
+    # -- checkpoint -----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"gid": self.local.gid, "c": self.c}
+        for b_i, st in enumerate(self.states):
+            for k, v in st.items():
+                out[f"block{b_i}/{k}"] = v
+        for k, v in self.counters.items():
+            out[f"count/{k}"] = v
+        for k, v in self.queue.snapshot().items():
+            out[f"queue/{k}"] = v
+        return out
+
+
+def _pad(x: np.ndarray, pad: int, key: str) -> np.ndarray:
+    """Pad rows with inert neurons (t = stop = 0, no events)."""
+    if pad == 0:
+        return x
+    if key == "D":
+        return np.concatenate([x, np.zeros((x.shape[0], pad, x.shape[2]))], axis=1)
+    fill = {"restart": False, "failed": False}.get(key, 0)
+    return np.concatenate([x, np.full((pad,) + x.shape[1:], fill, dtype=x.dtype)])

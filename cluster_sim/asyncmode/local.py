@@ -1,0 +1,175 @@
+"""This rank's neurons as the asynchronous engine sees them: one block per neuron model (one
+compiled BDF kernel each, parameters as per-neuron columns), and the incoming spike-triggered
+synapses as flat tables keyed by source gid. Built from the shared ``Network``; no MPI here."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cluster_sim.errors import ConfigError
+from cluster_sim.models.synapses import GradedKinetic
+from cluster_sim.network.build import Network
+from cluster_sim.spec.schema import JobSpec
+
+
+def is_source(model: object) -> bool:
+    """Spike sources (e.g. Poisson) have no dynamics: their spike times are a function of time."""
+    return bool(getattr(model, "is_source", False))
+
+
+def check_async(spec: JobSpec) -> None:
+    """What the asynchronous mode refuses, before any compute, naming the spec key."""
+    from cluster_sim.models import get_synapse_model
+
+    for proj in spec.projections:
+        if isinstance(get_synapse_model(proj.synapse), GradedKinetic):
+            raise ConfigError(f"projections.{proj.name}.synapse", proj.synapse,
+                              "couples neurons continuously (graded transmitter release), which ties the times of its "
+                              "source and target neurons together; the asynchronous mode integrates each neuron on "
+                              "its own time line and supports spike-triggered synapses only",
+                              'run this network with simulation.mode = "bsp"')
+        if proj.delay_ms <= 0:
+            raise ConfigError(f"projections.{proj.name}.delay_ms", proj.delay_ms,
+                              "a zero delay gives the asynchronous mode no lookahead", "use a delay > 0")
+    if spec.integrator.precision != "float64":
+        raise ConfigError("integrator.precision", spec.integrator.precision,
+                          "the asynchronous mode's error-controlled steps need float64",
+                          'use precision = "float64" (or mode = "bsp" for float32)')
+    for rec in spec.recordings:
+        raise ConfigError(f"recordings.{rec.name}", rec.variable,
+                          "traces are not recorded in the asynchronous mode (each neuron has its own time points)",
+                          'remove the recording, or record it in a run with simulation.mode = "bsp"')
+
+
+def lookahead_ms(spec: JobSpec) -> float:
+    """The grid spacing: the minimum delay of the spike-triggered projections (or
+    ``engine.interval_ms`` when there are none)."""
+    delays = [p.delay_ms for p in spec.projections]
+    return float(min(delays)) if delays else float(spec.engine.interval_ms)
+
+
+@dataclass
+class Block:
+    """The local neurons of one model."""
+
+    model: object
+    members: list[tuple[str, np.ndarray]]  # (population, local positions within it) in order
+    lidx: np.ndarray  # rank-local neuron index of each row
+    gid: np.ndarray
+    y0: np.ndarray  # [n, nv]
+    param_names: list[str]
+    params: np.ndarray  # [n, P]
+    amps: np.ndarray  # [n, S]
+    thresh: np.ndarray
+    refr: np.ndarray
+
+
+@dataclass
+class Synapses:
+    """Incoming spike-triggered synapses of the local neurons, sorted by (source gid, projection
+    order, target): a spike of gid g expands to rows indptr_of(g)."""
+
+    src: np.ndarray  # source gid
+    tgt: np.ndarray  # rank-local neuron index
+    var: np.ndarray  # index of the target variable in its model's variables
+    weight: np.ndarray
+    delay: np.ndarray  # ms
+    lag: np.ndarray  # whole grid intervals of lookahead the delay gives (>= 1)
+    from_source_pop: np.ndarray  # bool: the source is a spike source (always known)
+
+    def rows_of(self, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices, which input spike each row belongs to) for spikes of ``gids``."""
+        lo = np.searchsorted(self.src, gids, side="left")
+        hi = np.searchsorted(self.src, gids, side="right")
+        lens = hi - lo
+        total = int(lens.sum())
+        if total == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        which = np.repeat(np.arange(gids.size), lens)
+        rows = np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(total)
+        return rows, which
+
+
+@dataclass
+class LocalNetwork:
+    blocks: list[Block]
+    n_local: int
+    gid: np.ndarray  # rank-local index -> gid
+    block_of: np.ndarray  # rank-local index -> block
+    row_of: np.ndarray  # rank-local index -> row in block
+    syn: Synapses
+    source_pops: list[tuple[str, np.ndarray, np.ndarray]]  # (population, local indices, gids) of local sources
+    breakpoints: list[tuple[float, np.ndarray]]  # (time, rank-local neurons whose input changes then)
+
+
+def build_local(net: Network, D: float) -> LocalNetwork:
+    blocks: list[Block] = []
+    by_model: dict[str, list[str]] = {}
+    for name, pop in net.populations.items():
+        if not is_source(pop.model):
+            by_model.setdefault(pop.model.name, []).append(name)
+    gid_parts, n = [], 0
+    for model_name, pops in by_model.items():
+        model = net.populations[pops[0]].model
+        names = sorted(set().union(*(net.populations[p].params for p in pops)))
+        y0, params, amps, th, rf, gids, members = [], [], [], [], [], [], []
+        for p in pops:
+            pop = net.populations[p]
+            k = pop.local.size
+            members.append((p, np.arange(k)))
+            gids.append(net.layout.gid(p, pop.local))
+            y0.append(np.stack([pop.init[v] for v in model.variables], axis=1) if k else np.zeros((0, len(model.variables))))
+            params.append(np.tile([pop.params.get(nm, 0.0) for nm in names], (k, 1)))
+            amps.append(np.stack([s.amplitude.get(p, np.zeros(k)) for s in net.stimuli], axis=1) if net.stimuli else np.zeros((k, 0)))
+            th.append(np.full(k, model.threshold_mV(pop.params)))
+            rf.append(np.full(k, model.refractory_ms(pop.params)))
+        gid = np.concatenate(gids)
+        blocks.append(Block(model, members, np.arange(n, n + gid.size), gid, np.concatenate(y0).reshape(gid.size, -1),
+                            names, np.concatenate(params).reshape(gid.size, len(names)),
+                            np.concatenate(amps).reshape(gid.size, len(net.stimuli)), np.concatenate(th), np.concatenate(rf)))
+        gid_parts.append(gid)
+        n += gid.size
+    gid_all = np.concatenate(gid_parts) if gid_parts else np.zeros(0, np.int64)
+    block_of = np.concatenate([np.full(b.gid.size, i) for i, b in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
+    row_of = np.concatenate([np.arange(b.gid.size) for b in blocks]) if blocks else np.zeros(0, np.int64)
+
+    # Local index of (population, position) for the synapse tables.
+    lidx_of: dict[str, np.ndarray] = {}
+    for b in blocks:
+        start = 0
+        for p, pos in b.members:
+            lidx_of[p] = b.lidx[start:start + pos.size]
+            start += pos.size
+    cols = {k: [] for k in ("src", "tgt", "var", "weight", "delay", "order", "srcpop")}
+    for order, proj in enumerate(net.projections):
+        tgt_pos = proj.target_of_synapse()
+        model = net.populations[proj.target].model
+        cols["src"].append(net.layout.gid(proj.source, proj.src))
+        cols["tgt"].append(lidx_of[proj.target][tgt_pos] if tgt_pos.size else np.zeros(0, np.int64))
+        cols["var"].append(np.full(proj.src.size, model.variables.index(proj.synapse.var)))
+        cols["weight"].append(proj.weight)
+        cols["delay"].append(np.full(proj.src.size, proj.spec.delay_ms))
+        cols["order"].append(np.full(proj.src.size, order))
+        cols["srcpop"].append(np.full(proj.src.size, is_source(net.populations[proj.source].model)))
+    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+    # Sorted by (source, projection, target): the order in which jumps are summed is then the
+    # same on every rank and in every run.
+    sort = np.lexsort((cat["tgt"], cat["order"], cat["src"])) if cat["src"].size else np.zeros(0, np.int64)
+    delay = cat["delay"][sort].astype(float)
+    syn = Synapses(cat["src"][sort].astype(np.int64), cat["tgt"][sort].astype(np.int64), cat["var"][sort].astype(np.int64),
+                   cat["weight"][sort].astype(float), delay,
+                   np.maximum(1, np.floor(delay / D + 1e-9)).astype(np.int64), cat["srcpop"][sort].astype(bool))
+
+    source_pops = [(name, pop.local, net.layout.gid(name, pop.local)) for name, pop in net.populations.items()
+                   if is_source(pop.model)]
+    breaks: dict[float, list[np.ndarray]] = {}
+    for s_i, stim in enumerate(net.stimuli):
+        hit = np.concatenate([lidx_of[p][stim.amplitude[p] != 0] for p in stim.amplitude if p in lidx_of] or [np.zeros(0, np.int64)])
+        for key in ("start_ms", "stop_ms"):
+            t = float(stim.params.get(key, math.inf))
+            if 0.0 < t < net.spec.simulation.duration_ms and hit.size:
+                breaks.setdefault(t, []).append(hit)
+    breakpoints = [(t, np.unique(np.concatenate(v))) for t, v in sorted(breaks.items())]
+    return LocalNetwork(blocks, n, gid_all, block_of, row_of, syn, source_pops, breakpoints)

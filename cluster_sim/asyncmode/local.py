@@ -126,6 +126,8 @@ def build_local(net: Network, D: float) -> LocalNetwork:
             th.append(np.full(k, model.threshold_mV(pop.params)))
             rf.append(np.full(k, model.refractory_ms(pop.params)))
         gid = np.concatenate(gids)
+        if gid.size == 0:  # none of this model here (a rank may even hold no neurons at all)
+            continue
         blocks.append(Block(model, members, np.arange(n, n + gid.size), gid, np.concatenate(y0).reshape(gid.size, -1),
                             names, np.concatenate(params).reshape(gid.size, len(names)),
                             np.concatenate(amps).reshape(gid.size, len(net.stimuli)), np.concatenate(th), np.concatenate(rf)))

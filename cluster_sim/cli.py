@@ -52,8 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--out", str(out), "already holds results",
                           "pass --resume to continue it, --overwrite to replace it, or choose another --out")
     if spec.simulation.mode == "async":
-        raise ConfigError("simulation.mode", "async", "the asynchronous mode is not available in this version",
-                          'use mode = "bsp"')
+        from cluster_sim.asyncmode.local import check_async
+
+        check_async(spec)
     from cluster_sim.engine.device import prepare_environment
     from cluster_sim.engine.mpi_env import mpi_context
     from cluster_sim.engine.stop import StopRequest
@@ -66,7 +67,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import tensorflow  # noqa: F401  (import time is part of startup)
 
     startup = (time.perf_counter() - t0) + (t0 - _T_IMPORT0)
-    from cluster_sim.engine.loop import simulate
+    if spec.simulation.mode == "async":
+        from cluster_sim.asyncmode.run import simulate_async as simulate
+    else:
+        from cluster_sim.engine.loop import simulate
 
     result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=args.checkpoint_every,
                       progress=None if not args.quiet else False, startup_s=startup,
@@ -161,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="PNG path (default: RUN_DIR/overview.png)")
     p.set_defaults(func=cmd_plot)
 
+    from cluster_sim.analysis.compare_cli import register as register_compare
+
+    register_compare(sub)
     try:
         from cluster_sim.deploy.cli import register
     except ImportError:

@@ -329,7 +329,7 @@ def _source_generator(spec: JobSpec, net: Any, local: Any) -> Any:
     def window(_: np.ndarray, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
         g, t = [], []
         for params, key, idx, off in plan:
-            which, times = spike_times(params, key, idx.astype(np.int64), t0, t1)
+            which, times = spike_times(params, key, (off + idx).astype(np.int64), t0, t1)  # global ids, as BSP
             g.append(off + idx[which])
             t.append(times)
         return np.concatenate(g).astype(np.int64), np.concatenate(t)

@@ -60,3 +60,4 @@ def exp_euler(rhs: Rhs, t: Any, y: State, dt: float, ops: Any) -> State:
 
 METHODS: dict[str, Callable[..., State]] = {"euler": euler, "rk4": rk4, "exp_euler": exp_euler}
 ORDER = {"euler": 1, "rk4": 4, "exp_euler": 1}
+STAGES = {"euler": 1, "rk4": 4, "exp_euler": 1}  # right-hand-side evaluations per step

@@ -18,7 +18,7 @@ from cluster_sim.engine.integrators import METHODS
 from cluster_sim.errors import ConfigError
 from cluster_sim.models.base import Drive
 from cluster_sim.models.synapses import GradedKinetic
-from cluster_sim.network.build import Network
+from cluster_sim.network.build import Network, Population
 
 
 # Local arrays are padded to a multiple of this many neurons: XLA's vectorised loops compute
@@ -35,6 +35,12 @@ def state_key(owner: str, var: str) -> str:
     return f"{owner}.{var}"
 
 
+def integrated_populations(net: Network) -> list[Population]:
+    """The populations the kernel integrates: all but spike sources (which have no state; the
+    interval loop computes their spikes from ``models.poisson.spike_times``)."""
+    return [pop for pop in net.populations.values() if not pop.model.is_source]
+
+
 @dataclass
 class KernelLayout:
     """Names and shapes the interval function exchanges with the host."""
@@ -48,7 +54,7 @@ class KernelLayout:
 def initial_state(net: Network) -> dict[str, np.ndarray]:
     """The full kernel state (float64 NumPy) for the local neurons of ``net``."""
     state: dict[str, np.ndarray] = {}
-    for pop in net.populations.values():
+    for pop in integrated_populations(net):
         for var in pop.model.variables:
             state[state_key(pop.name, var)] = pop.init[var].astype(np.float64)
         state[state_key(pop.name, "fire_t")] = np.full(pop.local.size, -1e9)
@@ -120,7 +126,7 @@ class IntervalKernel:
     def _layout(self) -> KernelLayout:
         net = self.net
         integrated, fire_keys, event_keys = [], {}, []
-        for pop in net.populations.values():
+        for pop in integrated_populations(net):
             integrated += [state_key(pop.name, v) for v in pop.model.variables]
             fire_keys[pop.name] = state_key(pop.name, "fire_t")
         for proj in net.projections:
@@ -143,7 +149,7 @@ class IntervalKernel:
     def _rhs(self, t64: Any, y: dict[str, Any], fire: dict[str, Any], t_step: Any) -> dict[str, tuple[Any, Any]]:
         tf, ops, dtype = self.tf, self.ops, self.dtype
         zero = 0.0
-        drives = {name: [zero, zero, zero] for name in self.net.populations}
+        drives = {pop.name: [zero, zero, zero] for pop in integrated_populations(self.net)}
         terms: dict[str, tuple[Any, Any]] = {}
         for stim, amps in self._stim:
             if not amps:
@@ -168,7 +174,7 @@ class IntervalKernel:
             d = drives[proj.target]
             d[1] = d[1] + g
             d[2] = d[2] + g * p["E_mV"]
-        for pop in self.net.populations.values():
+        for pop in integrated_populations(self.net):
             yp = {v: y[state_key(pop.name, v)] for v in pop.model.variables}
             for v, ab in pop.model.terms(ops, pop.params, yp, Drive(*drives[pop.name])).items():
                 terms[state_key(pop.name, v)] = ab
@@ -183,7 +189,7 @@ class IntervalKernel:
             yi[key] = yi[key] + x
         new = self.method(lambda t, s: self._rhs(t, s, fire, t64), t64, yi, dt, self.ops)
         spikes = {}
-        for pop in self.net.populations.values():
+        for pop in integrated_populations(self.net):
             th = pop.model.threshold_mV(pop.params)
             v0, v1 = yi[state_key(pop.name, "v")], new[state_key(pop.name, "v")]
             cross = (v0 < th) & (v1 >= th)
@@ -258,8 +264,11 @@ class IntervalKernel:
         return out
 
     def run(self, state: dict[str, Any], step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local]."""
+        """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local].
+        Spikes are returned for the integrated populations only (not for spike sources)."""
         tf = self.tf
+        if not self.layout.fire_keys:  # only spike sources here: nothing to integrate
+            return state, {}, {}
         steps = tf.range(step0, step0 + n_steps, dtype=tf.int64)
         feeds = {k: tf.constant(self._pad(inputs[k], k.split(".")[0], 0.0), self.dtype) for k in self.layout.event_keys}
         new_state, spikes, samples = self._fn(state, steps, feeds)

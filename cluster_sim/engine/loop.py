@@ -20,10 +20,11 @@ import numpy as np
 
 from cluster_sim import __version__
 from cluster_sim.engine.delivery import RingBuffers, SpikeBatch
+from cluster_sim.engine.integrators import STAGES
 from cluster_sim.engine.stop import StopRequest
 from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exchange, LocalExchange
 from cluster_sim.errors import EXIT_CHECKPOINTED, EXIT_OK, ConfigError, RunError
-from cluster_sim.models import get_synapse_model
+from cluster_sim.models import get_synapse_model, poisson
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network, build_network
 from cluster_sim.network.partition import check_graded, local_indices
@@ -96,6 +97,36 @@ def spec_digest(spec: JobSpec) -> str:
     for key in ("device", "partition", "exchange"):
         data["engine"].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class LocalSource:
+    """This rank's neurons of one spike-source population."""
+
+    name: str
+    params: dict[str, float]
+    key: np.uint64
+    offset: int  # gid of the population's first neuron
+    local: np.ndarray  # indices within the population, sorted
+
+
+def local_sources(net: Network) -> list[LocalSource]:
+    seed = net.spec.simulation.seed
+    return [LocalSource(name, pop.params, poisson.source_key(seed, name), net.layout.offsets[net.layout.index(name)], pop.local)
+            for name, pop in net.populations.items() if pop.model.is_source]
+
+
+def source_spikes(src: LocalSource, step: int, n: int, dt: float) -> tuple[np.ndarray, np.ndarray, SpikeBatch]:
+    """Spikes of ``src`` with step*dt <= t < (step+n)*dt: (times, indices within the population,
+    batch for delivery). The stream is addressed by global id, so a neuron's train does not depend
+    on the partition; consecutive windows share their edge, so each spike is produced once.
+    A spike at t is filed under step k with k*dt <= t < (k+1)*dt (clipped into the interval
+    against rounding); delivery then acts at the start of step k + 1 + delay, never before
+    t + delay, as for the kernel's spikes (see ``engine/delivery.py``)."""
+    gids = src.offset + src.local
+    idx, times = poisson.spike_times(src.params, src.key, gids, step * dt, (step + n) * dt)
+    k = np.clip(np.floor(times / dt).astype(np.int64), step, step + n - 1)
+    return times, src.local[idx], SpikeBatch(gids[idx], k, times)
 
 
 @dataclass
@@ -248,6 +279,7 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
     status = "completed"
     iv = 0
     pop_local = {name: (net.layout.offsets[net.layout.index(name)], p.local) for name, p in net.populations.items()}
+    sources = local_sources(net)
     pending_spikes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in net.populations}
     pending_samples: dict[str, list[np.ndarray]] = {name: [] for name in rec_cols}
 
@@ -309,6 +341,11 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
                             times = arr[rows, cols]
                             pending_spikes[pop_name].append((times, loc[cols]))
                             batches.append(SpikeBatch(off + loc[cols], step + rows.astype(np.int64), times))
+                    for src in sources:  # spike sources: a pure function of time, nothing integrated
+                        times, ids, batch = source_spikes(src, step, n, dt)
+                        if times.size:
+                            pending_spikes[src.name].append((times, ids))
+                            batches.append(batch)
                     keep_rows = {name: (step + np.arange(n) + 1) % strides[name] == 0 for name in rec_cols}
                     for name, rows_ok in keep_rows.items():
                         if rows_ok.any():
@@ -325,7 +362,7 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
                     raise RuntimeError(f"injected fault on rank {rank} at interval {iv} (t = {step * dt:g} ms, unix time {time.time():.3f})")
                 if iv % flush_every == 0:
                     flush()
-                if iv % 16 == 0 or step >= total_steps:
+                if (iv % 16 == 0 or step >= total_steps) and state:
                     v_key = next(iter(state))
                     if not np.isfinite(state[v_key].numpy()).all():
                         _check_finite(kernel.to_host(state), step * dt)
@@ -364,7 +401,8 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
             "rates_hz": {p.name: n_spikes_pop[p.name] / (p.count * simulated * 1e-3) if simulated else 0.0 for p in spec.populations},
             "simulated_ms": simulated, "duration_ms": spec.simulation.duration_ms, "wall_seconds": wall,
             "real_time_factor": wall / (simulated * 1e-3) if simulated else math.inf,
-            "steps_per_neuron": step, "interval_steps": m, "dt_ms": dt, "method": spec.integrator.method,
+            "steps_per_neuron": step, "rhs_evals_per_neuron": step * STAGES[spec.integrator.method],
+            "interval_steps": m, "dt_ms": dt, "method": spec.integrator.method,
             "precision": spec.integrator.precision, "seed": spec.simulation.seed, "ranks": size,
             "exchange": spec.engine.exchange if size > 1 else "local", "partition": spec.engine.partition,
             "device": dev, "synapse_events": int(sum(r["synapse_events"] for r in per_rank)),

@@ -33,6 +33,7 @@ class NeuronModel:
     current_unit: str = "uA_cm2"  # unit of injected current
     capacitance_key: str = "C_uF_cm2"
     event_vars: tuple[str, ...] = ()  # variables spike-triggered synapses may increment
+    is_source: bool = False  # a spike source (e.g. Poisson): no state, no input, spikes from a formula
     description: str = ""
 
     def params(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:

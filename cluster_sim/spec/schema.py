@@ -224,6 +224,24 @@ def _param_table(table: _Table, name: str, defaults: Mapping[str, float], what: 
     return out
 
 
+def _check_model_params(model: Any, params: Mapping[str, float], path: str) -> None:
+    """A model's own checks on its full parameters (e.g. a Poisson rate >= 0), if it has any."""
+    check = getattr(model, "check_params", None)
+    if check is not None:
+        check(model.params(params), lambda k: f"{path}.{k}")
+
+
+def _check_source_roles(jt: _Table, tgt_model: Any, src_model: Any, syn: Any) -> None:
+    """Spike sources only send, and only spikes: they cannot be targets, nor drive a graded
+    (in-step) synapse, which would read a presynaptic state they do not have."""
+    if tgt_model.is_source:
+        raise ConfigError(jt.key("target"), jt.data["target"], f"is a spike source (model {tgt_model.name!r})",
+                          "spike sources receive no input; target a neuron population")
+    if src_model.is_source and syn.kind != "event":
+        raise ConfigError(jt.key("synapse"), syn.name, f"is a graded (in-step) synapse; source model {src_model.name!r} "
+                          "only emits spikes", "use a spike-triggered synapse such as exp_cond_exc")
+
+
 def _memory_available_bytes() -> int:
     try:
         with open("/proc/meminfo") as fh:
@@ -293,6 +311,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         count = pt.integer("count", lo=1, hi=2**31 - 1)
         params = _param_table(pt, "params", model.defaults, f"neuron model {model_name!r}")
         pt.finish()
+        _check_model_params(model, params, pt.key("params"))
         populations.append(PopulationSpec(pname, model_name, count, params))
         mem_bytes += count * (len(model.variables) + 2) * 8 * 6  # state + RK4 stages + buffers
     pop_by_name = {p.name: p for p in populations}
@@ -315,6 +334,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
             raise ConfigError(jt.key("synapse"), syn_name, "unknown synapse model",
                               f"use one of: {', '.join(synapse_model_names())}") from None
         tgt_model = get_neuron_model(pop_by_name[tgt].model)
+        _check_source_roles(jt, tgt_model, get_neuron_model(pop_by_name[src].model), syn)
         problem = syn.incompatibility(tgt_model)
         if problem:
             raise ConfigError(jt.key("synapse"), syn_name, problem, "pick a synapse model that fits the target's neuron model")
@@ -397,6 +417,9 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         for pop in pops_raw:
             if pop not in pop_by_name:
                 raise ConfigError(st.key("populations"), pop, "names no population", f"use one of: {', '.join(pop_by_name)}")
+            if get_neuron_model(pop_by_name[pop].model).is_source:
+                raise ConfigError(st.key("populations"), pop, "is a spike source: it has no membrane to inject current into",
+                                  "stimulate neuron populations only (set a source's rate in its params)")
         fraction = st.number("fraction", None, lo=0.0, hi=1.0) if st.has("fraction") else None
         count = st.integer("count", None, lo=0) if st.has("count") else None
         if fraction is not None and count is not None:
@@ -431,6 +454,9 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
             raise ConfigError(rt.key("population"), pop, "names no population", f"use one of: {', '.join(pop_by_name)}")
         model = get_neuron_model(pop_by_name[pop].model)
         var = rt.string("variable", "v")
+        if model.is_source:
+            raise ConfigError(rt.key("population"), pop, "is a spike source: it has no state variables to record",
+                              "its spikes are in spikes.h5; record a neuron population here")
         if var not in model.variables:
             raise ConfigError(rt.key("variable"), var, f"is not a state variable of {model.name!r}",
                               f"use one of: {', '.join(model.variables)}")

@@ -71,10 +71,6 @@ class EventQueue:
         order = np.lexsort((got["spk_t"], got["row"], got["src"], got["arrive"], got["tgt"]))
         return {k: v[order] for k, v in got.items()}
 
-    def snapshot(self) -> dict[str, np.ndarray]:
-        return self.arrays()
-
-
 class AsyncEngine:
     def __init__(self, local: LocalNetwork, D: float, t_end: float, kernels: list[Any], *, rtol: float, atol: float, rank: int,
                  owner: np.ndarray | None, source_spikes: Callable[[np.ndarray, float, float], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -204,8 +200,7 @@ class AsyncEngine:
         sel = np.isin(tgt, block.lidx[rows]) if tgt.size else np.zeros(0, bool)
         if not sel.any():
             return np.full((n, 1), np.inf), np.zeros((n, 1, nv))
-        pos_of = {int(l): i for i, l in enumerate(block.lidx[rows])}
-        bpos = np.array([pos_of[int(x)] for x in tgt[sel]], np.int64)
+        bpos = np.searchsorted(block.lidx[rows], tgt[sel])  # rows are sorted, so lidx[rows] is too
         arr, var, w = ev["arrive"][sel], ev["var"][sel].astype(np.int64), ev["w"][sel]
         new_group = np.r_[True, (bpos[1:] != bpos[:-1]) | (arr[1:] != arr[:-1])]
         gid_ = np.cumsum(new_group) - 1
@@ -274,19 +269,6 @@ class AsyncEngine:
         if spk_l:
             return np.concatenate(spk_l), np.concatenate(spk_t)
         return np.zeros(0, np.int64), np.zeros(0)
-
-    # -- checkpoint -----------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"gid": self.local.gid, "c": self.c}
-        for b_i, st in enumerate(self.states):
-            for k, v in st.items():
-                out[f"block{b_i}/{k}"] = v
-        for k, v in self.counters.items():
-            out[f"count/{k}"] = v
-        for k, v in self.queue.snapshot().items():
-            out[f"queue/{k}"] = v
-        return out
 
 
 def _pad(x: np.ndarray, pad: int, key: str) -> np.ndarray:

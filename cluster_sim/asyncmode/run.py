@@ -23,9 +23,9 @@ from cluster_sim.asyncmode import bdf
 from cluster_sim.asyncmode.engine import AsyncEngine
 from cluster_sim.asyncmode.local import build_local, check_async, is_source, lookahead_ms
 from cluster_sim.asyncmode.p2p import CONTROL, DATA, OUTPUT, Mailbox, maybe_trace
-from cluster_sim.engine.loop import RunResult, Timers, cpu_threads_for, spec_digest
+from cluster_sim.engine.loop import RunResult, Timers, cpu_threads_for, resume_manifest, spec_digest
 from cluster_sim.engine.stop import StopRequest
-from cluster_sim.errors import EXIT_CHECKPOINTED, EXIT_OK, ConfigError
+from cluster_sim.errors import EXIT_CHECKPOINTED, EXIT_OK
 from cluster_sim.network.build import build_network
 from cluster_sim.network.partition import local_indices, owner_of
 from cluster_sim.progress import Progress
@@ -50,7 +50,7 @@ def simulate_async(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, 
     T = spec.simulation.duration_ms
     ckpt_every = spec.output.checkpoint_every_ms if checkpoint_every_ms is None else checkpoint_every_ms
     ck_iv = max(1, int(round(ckpt_every / D))) if ckpt_every else 0
-    manifest = _check_resume(spec, out) if resume else None
+    manifest = resume_manifest(spec, out, "async") if resume else None
     if manifest is not None:
         for phase, sec in manifest.get("phases", {}).items():
             timers.add(phase, sec)
@@ -346,7 +346,7 @@ def _snapshot(engine: AsyncEngine) -> dict[str, np.ndarray]:
             arrays[f"{b.model.name}/{k}"] = v
     for k, v in engine.counters.items():
         arrays[f"count/{k}"] = v
-    q = engine.queue.snapshot()
+    q = engine.queue.arrays()
     for k, v in q.items():
         arrays[f"queue/{k}"] = engine.local.gid[v.astype(np.int64)] if (k == "tgt" and v.size) else v
     return arrays
@@ -386,17 +386,6 @@ def _restore(engine: AsyncEngine, parts: list[dict[str, np.ndarray]], c_ck: int)
         engine.queue.cols[k] = [dup_free[k]]
     engine.promise[:] = c_ck
     engine.sources_done_k = c_ck  # spike-source windows before T_c are already in the queue
-
-
-def _check_resume(spec: JobSpec, out: Path) -> dict[str, Any]:
-    manifest = ckpt.read_manifest(out)
-    if manifest is None:
-        raise ConfigError("--resume", str(out), "there is no checkpoint to resume from",
-                          "run without --resume, or point --out at the folder of the interrupted run")
-    if manifest.get("mode") != "async" or manifest["spec_digest"] != spec_digest(spec):
-        raise ConfigError("--resume", str(out), "the checkpoint was written by a different network, integrator or mode",
-                          "resume with the same job spec, --mode and --set overrides as the interrupted run")
-    return manifest
 
 
 def _summary(spec: JobSpec, out: Path, engine: AsyncEngine, local: Any, net: Any, comm: Any, timers: Timers, status: str,

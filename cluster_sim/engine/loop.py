@@ -129,6 +129,18 @@ def source_spikes(src: LocalSource, step: int, n: int, dt: float) -> tuple[np.nd
     return times, src.local[idx], SpikeBatch(gids[idx], k, times)
 
 
+def resume_manifest(spec: JobSpec, out: Path, mode: str) -> dict[str, Any]:
+    """The checkpoint manifest in ``out`` if this spec and mode may resume it; else ConfigError."""
+    manifest = ckpt.read_manifest(out)
+    if manifest is None:
+        raise ConfigError("--resume", str(out), "there is no checkpoint to resume from",
+                          "run without --resume, or point --out at the folder of the interrupted run")
+    if manifest.get("mode", "bsp") != mode or manifest["spec_digest"] != spec_digest(spec):
+        raise ConfigError("--resume", str(out), "the checkpoint was written by a different network, integrator or mode",
+                          "resume with the same job spec, --mode and --set overrides as the interrupted run")
+    return manifest
+
+
 @dataclass
 class RunResult:
     exit_status: int
@@ -198,15 +210,8 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
 
     # Every input check happens before compute, identically on every rank.
     check_graded(spec, size)
-    manifest = None
-    if resume:
-        manifest = ckpt.read_manifest(out)
-        if manifest is None:
-            raise ConfigError("--resume", str(out), "there is no checkpoint to resume from",
-                              "run without --resume, or point --out at the folder of the interrupted run")
-        if manifest["spec_digest"] != spec_digest(spec):
-            raise ConfigError("--resume", str(out), "the checkpoint was written by a different network or integrator",
-                              "resume with the same job spec and --set overrides as the interrupted run")
+    manifest = resume_manifest(spec, out, "bsp") if resume else None
+    if manifest is not None:
         for phase, sec in manifest.get("phases", {}).items():
             timers.add(phase, sec)
     if is_root:
@@ -322,7 +327,7 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
             exchange.barrier()
             if is_root:
                 ckpt.commit(out, step, size, {
-                    "spec_digest": spec_digest(spec), "n_spikes_pop": n_spikes_pop, "phases": timers.seconds,
+                    "spec_digest": spec_digest(spec), "mode": "bsp", "n_spikes_pop": n_spikes_pop, "phases": timers.seconds,
                     "spike_counts": writer.counts, "trace_rows": {k: t.rows for k, t in traces.items()},
                     "simulated_ms": step * dt})
             exchange.barrier()

@@ -222,11 +222,11 @@ def run_cluster_sim(job: str, overrides: Sequence[str], out_dir: str | None = No
     import tempfile
 
     t_start = time.perf_counter()
-    from cluster_sim.engine.device import prepare_environment
+    from cluster_sim.runtime.device import prepare_environment
 
     prepare_environment()
     spec = cluster_sim_spec(job, overrides)
-    from cluster_sim.engine.loop import simulate
+    from cluster_sim.run import simulate
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_cs_")
     kw = {"cpu_threads": cpu_threads} if cpu_threads else {}

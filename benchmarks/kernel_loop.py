@@ -32,7 +32,7 @@ M = 10  # steps per interval (1 ms delay / 0.1 ms)
 
 
 def w_kernel(cfg: dict) -> dict:
-    from cluster_sim.engine.device import prepare_environment
+    from cluster_sim.runtime.device import prepare_environment
 
     prepare_environment()
     import numpy as np
@@ -46,12 +46,12 @@ def w_kernel(cfg: dict) -> dict:
     p = min(0.02, 320.0 / n)
     extra = [f"projections.{k}.connect.p={p}" for k in ("EE", "EI", "IE", "II")]
     spec = cluster_sim_spec("cobahh.toml", cobahh_overrides(n, 1000.0, cfg["precision"], extra))
-    # Threads as the engine chooses them (engine.loop.cpu_threads_for, where it exists), unless
+    # Threads as the engine chooses them (runtime.threads.cpu_threads_for, where it exists), unless
     # cfg["threads"] says otherwise (0 = TensorFlow's own default).
     threads = cfg.get("threads")
     if threads is None:
         try:
-            from cluster_sim.engine.loop import cpu_threads_for
+            from cluster_sim.runtime.threads import cpu_threads_for
 
             threads = cpu_threads_for(spec, 1, None)
         except ImportError:
@@ -131,7 +131,7 @@ def main() -> None:
     print(md_table(["N", "precision", "loop", "jit_compile", "ns/neuron-step (call)", "ns/neuron-step (kernel.run)",
                     "call / (while, jit on)", "first call s (trace+compile)"], rows))
     threads = next((r.get("threads") for rs in res.values() for r in rs if "threads" in r), None)
-    print(f"\nTensorFlow threads: {threads}; XLA_FLAGS from cluster_sim.engine.device.prepare_environment()")
+    print(f"\nTensorFlow threads: {threads}; XLA_FLAGS from cluster_sim.runtime.device.prepare_environment()")
     path = save("kernel_loop", {"ns": ns, "reps": reps, "summary": summ, "raw": res}, a.quick)
     print(f"wrote {path}")
     if have_matplotlib():

@@ -34,7 +34,7 @@ def w_baseline(cfg: dict) -> dict:
     import time
 
     t0 = time.perf_counter()
-    from cluster_sim.engine.device import prepare_environment
+    from cluster_sim.runtime.device import prepare_environment
 
     prepare_environment()
     import tensorflow as tf

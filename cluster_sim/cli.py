@@ -36,45 +36,35 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from cluster_sim.run.check import check
+
     spec = _load(args)
-    print(f"{args.job}: valid — {spec.n_neurons} neurons in {len(spec.populations)} populations, "
+    check(spec, args.ranks)  # the same refusals as `run` for this mode and rank count
+    print(f"{args.job}: valid for {spec.simulation.mode} on {args.ranks} rank{'s' if args.ranks > 1 else ''} — "
+          f"{spec.n_neurons} neurons in {len(spec.populations)} populations, "
           f"{len(spec.projections)} projections, {spec.simulation.duration_ms:g} ms at dt {spec.integrator.dt_ms:g} ms "
           f"({spec.integrator.method}, {spec.integrator.precision})")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = _load(args)  # every input check happens here, before any compute
+    spec = _load(args)  # every input check happens here and in simulate's check, before any compute
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ConfigError("--checkpoint-every", args.checkpoint_every, "must be >= 0", "give simulated ms, e.g. 100")
     out = Path(args.out or spec.output.dir)
     if not args.resume and (out / "spikes.h5").exists() and not args.overwrite:
         raise ConfigError("--out", str(out), "already holds results",
                           "pass --resume to continue it, --overwrite to replace it, or choose another --out")
-    if spec.simulation.mode == "async":
-        from cluster_sim.asyncmode.local import check_async
+    from cluster_sim.run import simulate
+    from cluster_sim.runtime.mpi_env import mpi_context
+    from cluster_sim.runtime.stop import StopRequest
 
-        check_async(spec)
-    from cluster_sim.engine.device import prepare_environment
-    from cluster_sim.engine.mpi_env import mpi_context
-    from cluster_sim.engine.stop import StopRequest
-
-    stop = StopRequest().install()  # before the slow imports: a SIGUSR1 then is not lost
-
+    stop = StopRequest().install()  # before the slow imports: a SIGUSR1 then is not lost; kept until exit
     ctx = mpi_context()  # None unless launched by mpiexec/srun with more than one rank
-    prepare_environment(ctx.local_rank if ctx else None)
-    t0 = time.perf_counter()
-    import tensorflow  # noqa: F401  (import time is part of startup)
-
-    startup = (time.perf_counter() - t0) + (t0 - _T_IMPORT0)
-    if spec.simulation.mode == "async":
-        from cluster_sim.asyncmode.run import simulate_async as simulate
-    else:
-        from cluster_sim.engine.loop import simulate
-
+    startup = time.perf_counter() - _T_IMPORT0  # the rest (TensorFlow import, compile) simulate counts
     result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=args.checkpoint_every,
                       progress=None if not args.quiet else False, startup_s=startup,
-                      comm=ctx.comm if ctx else None, cpu_threads=ctx.cpu_threads if ctx else None, stop_request=stop)
+                      comm=ctx.comm if ctx else None, cpu_threads=ctx.cpu_threads if ctx else None, stop=stop)
     root = ctx is None or ctx.rank == 0
     if root and not args.quiet:
         print(format_summary(result.info, out))
@@ -153,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a job spec without running it")
     _add_spec_args(p)
+    p.add_argument("--mode", choices=["bsp", "async"], help="execution model to check for (default: the spec's)")
+    p.add_argument("--ranks", type=int, default=1, metavar="N", help="number of MPI ranks to check the partition for")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("info", help="rates, spike counts and timers of a finished run")
@@ -201,20 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = EXIT_FAILED
     if status not in (0, 75) and _in_mpi():
         # Peers may be blocked in a collective: MPI_Abort ends every rank now (no hang).
-        from cluster_sim.engine.mpi_env import abort_all
+        from cluster_sim.runtime.mpi_env import abort_all
 
         abort_all(status)
     return status
 
 
 def _in_mpi() -> bool:
-    from cluster_sim.engine.mpi_env import active_context
+    from cluster_sim.runtime.mpi_env import active_context
 
     return active_context() is not None
 
 
 def _report(msg: str) -> None:
-    from cluster_sim.engine.mpi_env import active_context
+    from cluster_sim.runtime.mpi_env import active_context
 
     ctx = active_context()
     prefix = f"[rank {ctx.rank}/{ctx.size}] " if ctx is not None else ""

@@ -148,12 +148,12 @@ stop_ms = 30.0
 
 
 def _run_inproc(spec_text: str, tmp: Path, name: str, overrides: list[str] | None = None, **kw):
-    from cluster_sim.asyncmode.run import simulate_async
+    from cluster_sim.run import simulate
 
     path = tmp / f"{name}.toml"
     path.write_text(spec_text)
     out = tmp / name
-    res = simulate_async(load_spec(path, overrides or []), out, progress=False, **kw)
+    res = simulate(load_spec(path, overrides or []), out, progress=False, **kw)
     return res, read_spikes(out / "spikes.h5")
 
 
@@ -185,7 +185,7 @@ def test_single_hh_neuron_matches_scipy_within_tolerance(tmp_path: Path) -> None
 
 
 def test_single_hh_neuron_agrees_with_fixed_step_engine(tmp_path: Path) -> None:
-    from cluster_sim.engine.loop import simulate
+    from cluster_sim.run import simulate
 
     _, spk_async = _run_inproc(HH_ONE.format(rtol=1e-9), tmp_path, "hh_a")
     path = tmp_path / "hh_bsp.toml"
@@ -283,27 +283,27 @@ def test_checkpoint_and_resume_bitwise(tmp_path: Path) -> None:
     _, full = _run_inproc(TOPOLOGIES, tmp_path, "full")
     path = tmp_path / "full.toml"
     out = tmp_path / "part"
-    from cluster_sim.asyncmode.run import simulate_async
+    from cluster_sim.run import simulate
 
     spec_short = load_spec(path, ["simulation.duration_ms=25.0"])
-    simulate_async(spec_short, out, progress=False, checkpoint_every_ms=10.0)
+    simulate(spec_short, out, progress=False, checkpoint_every_ms=10.0)
     manifest = json.loads((out / "checkpoint" / "manifest.json").read_text())
     assert manifest["simulated_ms"] == pytest.approx(20.0)
-    res = simulate_async(load_spec(path, []), out, progress=False, resume=True)
+    res = simulate(load_spec(path, []), out, progress=False, resume=True)
     assert res.info["resumed_from_ms"] == pytest.approx(20.0)
     assert _same(full, read_spikes(out / "spikes.h5"))
 
 
 def test_stop_signal_checkpoints_and_resumes(tmp_path: Path) -> None:
-    from cluster_sim.asyncmode.run import simulate_async
-    from cluster_sim.engine.stop import StopRequest
+    from cluster_sim.run import simulate
+    from cluster_sim.runtime.stop import StopRequest
 
     _, full = _run_inproc(TOPOLOGIES, tmp_path, "full")
     stop = StopRequest()
     stop.signum = 15  # as if SIGTERM had arrived before the first interval
-    res = simulate_async(load_spec(tmp_path / "full.toml", []), tmp_path / "stopped", progress=False, stop_request=stop)
+    res = simulate(load_spec(tmp_path / "full.toml", []), tmp_path / "stopped", progress=False, stop=stop)
     assert res.exit_status == 75
-    res = simulate_async(load_spec(tmp_path / "full.toml", []), tmp_path / "stopped", progress=False, resume=True)
+    res = simulate(load_spec(tmp_path / "full.toml", []), tmp_path / "stopped", progress=False, resume=True)
     assert res.exit_status == 0
     assert _same(full, read_spikes(tmp_path / "stopped" / "spikes.h5"))
 
@@ -319,8 +319,8 @@ def test_spike_sources_give_the_same_trains_as_bsp() -> None:
     """The async engine computes Poisson input where it is needed; it must be the very train the
     BSP engine generates on the owning rank (global ids address the random stream)."""
     from cluster_sim.asyncmode.local import build_local
-    from cluster_sim.asyncmode.run import _source_generator
-    from cluster_sim.engine.loop import local_sources, source_spikes
+    from cluster_sim.asyncmode.backend import _source_generator
+    from cluster_sim.engine.sources import local_sources, source_spikes
     from cluster_sim.network.build import build_network
 
     spec = load_spec(ROOT / "jobs" / "cobahh_poisson.toml", ["simulation.duration_ms=50.0"])

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference.numpy_cobahh import CobaHHReference, from_builder  # noqa: E402
 
-from cluster_sim.engine.loop import simulate  # noqa: E402
+from cluster_sim.run import simulate  # noqa: E402
 from cluster_sim.network.build import build_network  # noqa: E402
 from cluster_sim.record.spikes import read_spikes  # noqa: E402
 from cluster_sim.record.traces import read_trace  # noqa: E402

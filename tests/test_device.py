@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster_sim.engine.device import gpu_for_local_rank
+from cluster_sim.runtime.device import gpu_for_local_rank
 from tests.conftest import SMALL_COBAHH, cli
 
 

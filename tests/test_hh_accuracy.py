@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference.hh_scipy import resting_state, solve_step_current  # noqa: E402
 
-from cluster_sim.engine.loop import simulate  # noqa: E402
+from cluster_sim.run import simulate  # noqa: E402
 from cluster_sim.record.spikes import read_spikes  # noqa: E402
 from cluster_sim.record.traces import read_trace  # noqa: E402
 from cluster_sim.spec import load_spec  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 
 from cluster_sim.engine.delivery import SpikeBatch
 from cluster_sim.engine.integrators import STAGES
-from cluster_sim.engine.loop import LocalSource, source_spikes
+from cluster_sim.engine.sources import LocalSource, source_spikes
 from cluster_sim.errors import ConfigError
 from cluster_sim.models import get_neuron_model
 from cluster_sim.models.poisson import BLOCK_MS, block_ms, source_key, spike_times
@@ -287,7 +287,7 @@ def test_resume_with_a_source_population_is_bitwise_identical(job: Path, referen
     cli("run", str(job), "--out", str(out), "--duration", "55", "--checkpoint-every", "25", "-q", check=True)
     cli("run", str(job), "--out", str(out), "--duration", "100", "--resume", "-q", check=True)
     _identical(reference, out)
-    assert json.loads((out / "run.json").read_text())["resumed_from_step"] == 500
+    assert json.loads((out / "run.json").read_text())["resumed_from_ms"] == pytest.approx(50.0)
 
 
 def test_rk4_counts_four_rhs_evaluations_and_sources_alone_run(tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def test_resume_after_sigkill_is_bitwise_identical(job: Path, reference_long: Pa
     proc = cli("run", str(job), "--out", str(out), "--duration", str(LONG_MS), "--resume", "-q", check=True)
     _spikes_equal(reference_long, out)
     info = json.loads((out / "run.json").read_text())
-    assert info["resumed_from_step"] > 0 and info["status"] == "completed"
+    assert info["resumed_from_ms"] > 0 and info["status"] == "completed"
 
 
 def test_resume_from_checkpoint_with_longer_duration(job: Path, tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_resume_from_checkpoint_with_longer_duration(job: Path, tmp_path: Path) 
     cli("run", str(job), "--out", str(out), "--duration", "60", "--checkpoint-every", "30", "-q", check=True)
     cli("run", str(job), "--out", str(out), "--duration", "100", "--resume", "-q", check=True)
     _spikes_equal(ref, out)
-    assert json.loads((out / "run.json").read_text())["resumed_from_step"] == 300
+    assert json.loads((out / "run.json").read_text())["resumed_from_ms"] == pytest.approx(30.0)
 
 
 def test_resume_refuses_a_different_network(job: Path, tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ def test_float32_agrees_statistically_with_float64(job: Path, tmp_path: Path) ->
 def test_progress_line_shows_time_rate_and_eta() -> None:
     import io
 
-    from cluster_sim.progress import Progress
+    from cluster_sim.runtime.progress import Progress
 
     buf = io.StringIO()
     p = Progress(1000.0, enabled=True, stream=buf)

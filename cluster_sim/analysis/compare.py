@@ -110,21 +110,6 @@ def _is_source(model_name: str) -> bool:
         return False
 
 
-def _async_check() -> Any:
-    """The async mode's own input check, or None where it has none; ConfigError where the
-    mode does not exist at all (so nothing is run for a comparison that cannot finish)."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec("cluster_sim.asyncmode") is None:
-        raise ConfigError("--modes", "async", "the asynchronous mode is not available in this version",
-                          "compare BSP only: --modes bsp_rk4,bsp_exp_euler --reference bsp")
-    try:
-        return getattr(importlib.import_module("cluster_sim.asyncmode.local"), "check_async", None)
-    except ImportError:
-        return None
-
-
 def plan(job: str | Path, out: str | Path, *, overrides: Sequence[str] = (), duration_ms: float | None = None,
          ranks: int = 1, reference: str = "async", reference_rtol: float = 1e-9, modes: Sequence[str] = MODES,
          mode_overrides: Mapping[str, Sequence[str]] | None = None, tolerance_ms: float = 1.0,
@@ -190,16 +175,16 @@ def plan(job: str | Path, out: str | Path, *, overrides: Sequence[str] = (), dur
     for m in order:
         wanted.append((m, *own[m]))
 
-    check_async = _async_check() if any(mode == "async" for _, mode, _ in wanted) else None
+    from cluster_sim.run.check import check
+
     runs = []
     for label, mode, mine in wanted:
         ovr = tuple(user + mine + list(mode_overrides.get(label, ())))
         spec = _spec(job, [*ovr, f'simulation.mode="{mode}"'], label)
-        if mode == "async" and check_async is not None:
-            try:
-                check_async(spec)  # what the async mode refuses (graded synapses, float32, ...)
-            except ConfigError as e:
-                raise type(e)(e.key, e.value, f"{e.problem} [in the {label} run]", e.fix) from e
+        try:
+            check(spec, ranks)  # what the mode refuses (graded synapses in async, a partition that cuts, ...)
+        except ConfigError as e:
+            raise type(e)(e.key, e.value, f"{e.problem} [in the {label} run]", e.fix) from e
         runs.append(SubRun(label, mode, ovr, spec.integrator.method if mode == "bsp" else "", float(spec.integrator.dt_ms),
                            float(spec.integrator.rtol), float(spec.integrator.atol)))
     pops = {p.name: {"model": p.model, "count": int(p.count), "source": _is_source(p.model)} for p in base.populations}

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster_sim.errors import ConfigError
-from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
 from cluster_sim.spec.schema import JobSpec
 
@@ -17,30 +15,6 @@ from cluster_sim.spec.schema import JobSpec
 def is_source(model: object) -> bool:
     """Spike sources (e.g. Poisson) have no dynamics: their spike times are a function of time."""
     return bool(getattr(model, "is_source", False))
-
-
-def check_async(spec: JobSpec) -> None:
-    """What the asynchronous mode refuses, before any compute, naming the spec key."""
-    from cluster_sim.models import get_synapse_model
-
-    for proj in spec.projections:
-        if isinstance(get_synapse_model(proj.synapse), GradedKinetic):
-            raise ConfigError(f"projections.{proj.name}.synapse", proj.synapse,
-                              "couples neurons continuously (graded transmitter release), which ties the times of its "
-                              "source and target neurons together; the asynchronous mode integrates each neuron on "
-                              "its own time line and supports spike-triggered synapses only",
-                              'run this network with simulation.mode = "bsp"')
-        if proj.delay_ms <= 0:
-            raise ConfigError(f"projections.{proj.name}.delay_ms", proj.delay_ms,
-                              "a zero delay gives the asynchronous mode no lookahead", "use a delay > 0")
-    if spec.integrator.precision != "float64":
-        raise ConfigError("integrator.precision", spec.integrator.precision,
-                          "the asynchronous mode's error-controlled steps need float64",
-                          'use precision = "float64" (or mode = "bsp" for float32)')
-    for rec in spec.recordings:
-        raise ConfigError(f"recordings.{rec.name}", rec.variable,
-                          "traces are not recorded in the asynchronous mode (each neuron has its own time points)",
-                          'remove the recording, or record it in a run with simulation.mode = "bsp"')
 
 
 def lookahead_ms(spec: JobSpec) -> float:

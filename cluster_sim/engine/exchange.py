@@ -8,7 +8,6 @@ Backends (``engine.exchange``):
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,17 +50,6 @@ class LocalExchange:
 
     def barrier(self) -> None:
         pass
-
-
-def mpi_world_size() -> int:
-    """Size of the MPI job this process was launched in (1 when not launched by MPI/srun),
-    read from the launcher's environment so that mpi4py is imported only when needed."""
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    if "PMIX_RANK" in os.environ and os.environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
-        return int(os.environ["SLURM_STEP_NUM_TASKS"])
-    return 1
 
 
 def _pack(batch: SpikeBatch) -> np.ndarray:

@@ -314,7 +314,7 @@ def test_engine_requeue_resumes_identically(runs_dir, engine_reference):
     log = log_text(rd)
     assert "requeueing job" in log and "checkpoint found" in log
     run = json.loads((rd / "out" / "run.json").read_text())
-    assert run.get("resumed_from_step"), run
+    assert run.get("resumed_from_ms"), run
     assert read_spikes(rd / "out" / "spikes.h5") == engine_reference
 
 

@@ -1,0 +1,266 @@
+"""The bulk-synchronous backend: integrate one interval (compiled), synchronise, exchange spikes,
+deliver them into the ring buffers, and checkpoint at interval boundaries.
+
+One rank or many run the same loop; only the ``Exchange`` and the set of local neurons differ.
+The lifecycle around it (files, resume, run.json, signals) is the run layer's (``cluster_sim.run``).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import Any
+
+import numpy as np
+
+from cluster_sim.engine.delivery import RingBuffers, SpikeBatch
+from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exchange, LocalExchange
+from cluster_sim.engine.integrators import STAGES
+from cluster_sim.engine.sources import local_sources, source_spikes
+from cluster_sim.errors import RunError
+from cluster_sim.models import get_synapse_model
+from cluster_sim.models.synapses import GradedKinetic
+from cluster_sim.network.build import Network
+from cluster_sim.record import checkpoint as ckpt
+from cluster_sim.run.context import RunContext
+from cluster_sim.spec.schema import JobSpec
+
+
+def interval_steps(spec: JobSpec) -> int:
+    """Steps per communication interval: the minimum delay of the spike-triggered projections,
+    or ``engine.interval_ms`` when every coupling acts inside the step."""
+    dt = spec.integrator.dt_ms
+    delays = [round(p.delay_ms / dt) for p in spec.projections
+              if not isinstance(get_synapse_model(p.synapse), GradedKinetic)]
+    if delays:
+        return max(1, min(delays))
+    return max(1, int(round(spec.engine.interval_ms / dt)))
+
+
+def make_exchange(spec: JobSpec, comm: Any, net: Network) -> Exchange:
+    if comm is None or comm.Get_size() == 1:
+        return LocalExchange()
+    if spec.engine.exchange == "allgather":
+        return AllgatherExchange(comm)
+    needed = [net.layout.gid(p.source, np.unique(p.src)) for p in net.projections
+              if not isinstance(p.synapse, GradedKinetic)]
+    local_gids = np.concatenate([net.layout.gid(name, pop.local) for name, pop in net.populations.items()])
+    return AlltoallExchange(comm, net.layout.n_total, np.concatenate(needed) if needed else np.zeros(0, np.int64), local_gids)
+
+
+class BSPBackend:
+    mode = "bsp"
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        spec, net = ctx.spec, ctx.net
+        with ctx.timers.clock("build"):
+            self.m = interval_steps(spec)
+            self.rings = RingBuffers(net, self.m)
+            self.exchange = make_exchange(spec, ctx.comm, net)
+        self.dt = spec.integrator.dt_ms
+        self.total_steps = int(round(spec.simulation.duration_ms / self.dt))
+        self.step = int(ctx.manifest["step"]) if ctx.manifest else 0
+        self.synapse_events = 0
+
+    # -- setup ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        import tensorflow as tf
+
+        from cluster_sim.engine.kernel import IntervalKernel, initial_state
+
+        ctx, spec, net, m = self.ctx, self.ctx.spec, self.ctx.net, self.m
+        with tf.device(ctx.device):
+            self.kernel = IntervalKernel(net, precision=spec.integrator.precision, method=spec.integrator.method,
+                                         dt_ms=self.dt, jit_compile=spec.engine.jit_compile, loop=spec.engine.loop)
+            state0 = initial_state(net)
+            if ctx.manifest is not None:
+                state0 = _restore(ckpt.load_parts(ctx.out, ctx.manifest), net, list(state0), self.rings)
+            self.state = self.kernel.to_device(state0)
+            # Trace and compile outside the timed integration (for every interval length used).
+            for n in sorted({m, (self.total_steps - self.step) % m} - {0}):
+                self.kernel.run(self.state, self.step, n, {k: np.zeros((n, v.shape[1])) for k, v in self.rings.rings.items()})
+        self.exchange.barrier()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> str:
+        import tensorflow as tf
+
+        ctx, spec, net, dt, m, timers = self.ctx, self.ctx.spec, self.ctx.net, self.dt, self.m, self.ctx.timers
+        kernel, rings, exchange = self.kernel, self.rings, self.exchange
+        strides = {r.name: int(round(r.sampling_ms / dt)) for r in spec.recordings}
+        # Which columns of each recording this rank holds (positions in the spec's neuron list).
+        self.rec_cols: dict[str, np.ndarray] = {}
+        for name, pop, _, pos in kernel.layout.recordings:
+            gids_here = net.populations[pop].local[pos]
+            order = {n: i for i, n in enumerate(next(r for r in spec.recordings if r.name == name).neurons)}
+            self.rec_cols[name] = np.array([order[int(g)] for g in gids_here], np.int64)
+        fault = _injected_fault()
+        flush_every = max(1, int(round(spec.output.flush_every_ms / dt / m)))
+        ckpt_every_iv = int(round(ctx.checkpoint_every_ms / dt / m)) if ctx.checkpoint_every_ms else 0
+        pop_local = {name: (net.layout.offsets[net.layout.index(name)], p.local) for name, p in net.populations.items()}
+        sources = local_sources(net)
+        self.pending_spikes: list[tuple[np.ndarray, np.ndarray]] = []  # (gids, times)
+        self.pending_samples: dict[str, list[np.ndarray]] = {name: [] for name in self.rec_cols}
+        iv = 0
+        state = self.state
+        with tf.device(ctx.device):
+            while self.step < self.total_steps:
+                step = self.step
+                n = min(m, self.total_steps - step)
+                with timers.clock("integrate"):
+                    state, spk, smp = kernel.run(state, step, n, rings.take(step, n))
+                    batches = []
+                    for pop_name, arr in spk.items():
+                        rows, cols = np.nonzero(~np.isnan(arr))
+                        if rows.size:
+                            off, loc = pop_local[pop_name]
+                            times = arr[rows, cols]
+                            self.pending_spikes.append((off + loc[cols], times))
+                            batches.append(SpikeBatch(off + loc[cols], step + rows.astype(np.int64), times))
+                    for src in sources:
+                        times, ids, batch = source_spikes(src, step, n, dt)
+                        if times.size:
+                            self.pending_spikes.append((src.offset + ids, times))
+                            batches.append(batch)
+                    for name in self.rec_cols:
+                        rows_ok = (step + np.arange(n) + 1) % strides[name] == 0
+                        if rows_ok.any():
+                            self.pending_samples[name].append(smp[name][rows_ok].astype(np.float64))
+                with timers.clock("wait"):
+                    stop_now = exchange.any_flag(ctx.stop.signum is not None)
+                with timers.clock("exchange"):
+                    arriving = exchange.exchange(SpikeBatch.concat(batches))
+                with timers.clock("deliver"):
+                    self.synapse_events += rings.deliver(arriving)
+                self.step += n
+                iv += 1
+                self.state = state
+                if fault is not None and fault == (ctx.rank, iv):
+                    raise RuntimeError(f"injected fault on rank {ctx.rank} at interval {iv} "
+                                       f"(t = {self.step * dt:g} ms, unix time {time.time():.3f})")
+                if iv % flush_every == 0:
+                    self._flush()
+                if (iv % 16 == 0 or self.step >= self.total_steps) and state:
+                    v_key = next(iter(state))
+                    if not np.isfinite(state[v_key].numpy()).all():
+                        _check_finite(kernel.to_host(state), self.step * dt)
+                if stop_now or (ckpt_every_iv and iv % ckpt_every_iv == 0 and self.step < self.total_steps):
+                    self._checkpoint(kernel.to_host(state))
+                    if stop_now:
+                        return "checkpointed"
+                ctx.update_progress(self.step * dt)
+        self._flush()
+        _check_finite(kernel.to_host(state), self.step * dt)
+        return "completed"
+
+    def _flush(self) -> None:
+        """Gather this chunk's spikes and samples at rank 0 and append them to the files."""
+        ctx = self.ctx
+        with ctx.timers.clock("io"):
+            mine = (list(self.pending_spikes),
+                    {k: (self.rec_cols[k], np.concatenate(v, axis=0) if v else None) for k, v in self.pending_samples.items()})
+            self.pending_spikes.clear()
+            for v in self.pending_samples.values():
+                v.clear()
+            parts = self.exchange.gather(mine)
+            if ctx.outputs is None:
+                return
+            for spikes, _ in parts:
+                for gids, times in spikes:
+                    ctx.outputs.add_spikes(gids, times)
+            for r in ctx.spec.recordings:
+                blocks = [(cols, data) for _, samples in parts for cols, data in [samples[r.name]]
+                          if data is not None and cols.size]
+                if blocks:
+                    full = np.empty((blocks[0][1].shape[0], len(r.neurons)))
+                    for cols, data in blocks:
+                        full[:, cols] = data
+                    ctx.outputs.add_samples(r.name, full)
+            ctx.outputs.flush()
+
+    def _checkpoint(self, host_state: dict[str, np.ndarray]) -> None:
+        ctx = self.ctx
+        self._flush()
+        with ctx.timers.clock("checkpoint"):
+            ctx.write_checkpoint_part(self.step, _checkpoint_arrays(ctx.net, host_state, self.rings))
+            self.exchange.barrier()
+            if ctx.is_root:
+                ctx.commit_checkpoint(self.step, self.step * self.dt)
+            self.exchange.barrier()
+
+    # -- results ----------------------------------------------------------------------------
+    def simulated_ms(self) -> float:
+        return self.step * self.dt
+
+    def rank_stats(self) -> dict[str, Any]:
+        net = self.ctx.net
+        return {"neurons": int(net.n_local_neurons), "synapses": int(net.n_local_synapses),
+                "network_bytes": int(net.nbytes() + sum(r.nbytes for r in self.rings.rings.values())),
+                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                "synapse_events": self.synapse_events}
+
+    def close(self) -> None:
+        pass
+
+    def summary(self, per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+        spec = self.ctx.spec
+        return {"steps_per_neuron": self.step, "rhs_evals_per_neuron": self.step * STAGES[spec.integrator.method],
+                "method": spec.integrator.method, "dt_ms": self.dt, "interval_steps": self.m,
+                "exchange": spec.engine.exchange if self.ctx.size > 1 else "local",
+                "synapse_events": int(sum(r["synapse_events"] for r in per_rank))}
+
+
+def _checkpoint_arrays(net: Network, host_state: dict[str, np.ndarray], rings: RingBuffers) -> dict[str, np.ndarray]:
+    arrays = {f"gid/{name}": pop.local for name, pop in net.populations.items()}
+    arrays.update({f"state/{k}": v for k, v in host_state.items()})
+    arrays.update({f"ring/{k}": v for k, v in rings.snapshot().items()})
+    return arrays
+
+
+def _restore(parts: list[dict[str, np.ndarray]], net: Network, state_keys: list[str], rings: RingBuffers) -> dict[str, np.ndarray]:
+    """Reassemble state and rings for this rank's neurons from any number of rank files."""
+    owner_pop = {}  # state key -> population whose gids index it
+    for name, pop in net.populations.items():
+        for var in list(pop.model.variables) + ["fire_t"]:
+            owner_pop[f"{name}.{var}"] = name
+    for proj in net.projections:
+        if isinstance(proj.synapse, GradedKinetic):
+            for var in proj.synapse.variables:
+                owner_pop[f"{proj.spec.name}.{var}"] = proj.source
+    state = {}
+    for key in state_keys:
+        pop = owner_pop[key]
+        full = np.full(net.populations[pop].count, np.nan)
+        for part in parts:
+            full[part[f"gid/{pop}"]] = part[f"state/{key}"]
+        state[key] = full[net.populations[pop].local]
+    restored = {}
+    for key, ring in rings.rings.items():
+        pop = key.split(".")[0]
+        full = np.zeros((ring.shape[0], net.populations[pop].count))
+        for part in parts:
+            full[:, part[f"gid/{pop}"]] = part[f"ring/{key}"]
+        restored[key] = full[:, net.populations[pop].local]
+    rings.restore(restored)
+    return state
+
+
+def _injected_fault() -> tuple[int, int] | None:
+    """Test hook: CLUSTER_SIM_INJECT_FAULT="RANK:INTERVAL" makes that rank raise after that
+    interval, to test that one failing rank stops every rank."""
+    raw = os.environ.get("CLUSTER_SIM_INJECT_FAULT")
+    if not raw:
+        return None
+    r, _, i = raw.partition(":")
+    return int(r), int(i)
+
+
+def _check_finite(state: dict[str, np.ndarray], t_ms: float) -> None:
+    for key, arr in state.items():
+        if key.endswith(".fire_t"):
+            continue
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise RunError(f"state {key} became non-finite by t = {t_ms:.3f} ms (neuron position {int(np.argmax(bad))}); "
+                           "the step is too large for this method: lower integrator.dt_ms or use exp_euler")

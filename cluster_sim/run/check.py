@@ -1,0 +1,55 @@
+"""Every refusal of a spec for an execution mode, partition and rank count, in one place.
+
+``cluster-sim validate``, ``run``, ``submit``, ``sweep``, ``scale`` and ``compare`` all call
+:func:`check` before any compute, so a spec that validates for a mode and rank count runs there.
+The spec parser checks what a spec *is*; this checks what a mode and a machine can *do* with it.
+"""
+from __future__ import annotations
+
+from cluster_sim.errors import ConfigError, IncompatibleSolverError
+from cluster_sim.spec.schema import JobSpec
+
+MODES = ("bsp", "async")
+
+
+def check(spec: JobSpec, ranks: int = 1) -> None:
+    """Raise ``IncompatibleSolverError`` (a ``ConfigError``: exit 2) naming the key, the value and
+    the fix when ``spec`` cannot run in its ``simulation.mode`` on ``ranks`` processes."""
+    if ranks < 1:
+        raise ConfigError("ranks", ranks, "must be at least 1", "launch with mpiexec -n N, N >= 1")
+    if spec.simulation.mode == "async":
+        _check_async(spec)
+    _check_partition(spec, ranks)
+
+
+def _check_partition(spec: JobSpec, ranks: int) -> None:
+    """Both modes keep neurons tied by in-step (graded) couplings on one rank."""
+    from cluster_sim.network.partition import check_graded
+
+    check_graded(spec, ranks)
+
+
+def _check_async(spec: JobSpec) -> None:
+    from cluster_sim.models import get_synapse_model
+    from cluster_sim.models.synapses import GradedKinetic
+
+    for proj in spec.projections:
+        if isinstance(get_synapse_model(proj.synapse), GradedKinetic):
+            raise IncompatibleSolverError(
+                f"projections.{proj.name}.synapse", proj.synapse,
+                "couples neurons continuously (graded transmitter release), which ties the times of its "
+                "source and target neurons together; the asynchronous mode integrates each neuron on "
+                "its own time line and supports spike-triggered synapses only",
+                'run this network with simulation.mode = "bsp"')
+        if proj.delay_ms <= 0:
+            raise IncompatibleSolverError(f"projections.{proj.name}.delay_ms", proj.delay_ms,
+                                          "a zero delay gives the asynchronous mode no lookahead", "use a delay > 0")
+    if spec.integrator.precision != "float64":
+        raise IncompatibleSolverError("integrator.precision", spec.integrator.precision,
+                                      "the asynchronous mode's error-controlled steps need float64",
+                                      'use precision = "float64" (or mode = "bsp" for float32)')
+    for rec in spec.recordings:
+        raise IncompatibleSolverError(
+            f"recordings.{rec.name}", rec.variable,
+            "traces are not recorded in the asynchronous mode (each neuron has its own time points)",
+            'remove the recording, or record it in a run with simulation.mode = "bsp"')

@@ -1,0 +1,124 @@
+"""``simulate``: the one entry point of a run, for both execution modes.
+
+It owns the lifecycle once: checks, resume, device and threads, network build, output files,
+checkpoint commit metadata, progress, stop signals and run.json. The execution backend (the
+BSP interval loop or the asynchronous scheduler) implements only its loop, its exchange
+protocol and its snapshot/restore (see ``run/context.py``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster_sim.errors import EXIT_CHECKPOINTED, EXIT_OK
+from cluster_sim.run.check import check
+from cluster_sim.run.context import Backend, RunContext
+from cluster_sim.run.resume import resume_manifest, verify_outputs
+from cluster_sim.run.summary import run_info
+from cluster_sim.run.timers import Timers
+from cluster_sim.runtime.progress import Progress
+from cluster_sim.runtime.stop import StopRequest
+from cluster_sim.spec.schema import JobSpec
+
+
+@dataclass
+class RunResult:
+    exit_status: int  # 0 done, 75 stopped by a signal after a checkpoint
+    info: dict[str, Any]  # run.json (rank 0; {} elsewhere)
+
+
+def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkpoint_every_ms: float | None = None,
+             progress: bool | None = None, comm: Any = None, stop: StopRequest | None = None,
+             startup_s: float = 0.0, cpu_threads: int | None = None) -> RunResult:
+    """Run ``spec`` in its ``simulation.mode`` on this rank (``comm``: an mpi4py communicator, or
+    None for one process) and write the results into ``out_dir``. ``startup_s``: time the caller
+    already spent (imports) to count as startup; ``cpu_threads``: cores this rank may use."""
+    t_wall0 = time.perf_counter()
+    out = Path(out_dir)
+    size = comm.Get_size() if comm is not None else 1
+    rank = comm.Get_rank() if comm is not None else 0
+    mode = spec.simulation.mode
+    timers = Timers()
+    timers.add("startup", startup_s)
+    # Every input check happens before anything heavy is imported, identically on every rank.
+    check(spec, size)
+    manifest = resume_manifest(spec, out, mode) if resume else None
+    if manifest is not None:
+        if rank == 0:
+            verify_outputs(spec, out, manifest)
+        for phase, sec in manifest.get("phases", {}).items():
+            timers.add(phase, sec)
+    ckpt_every = spec.output.checkpoint_every_ms if checkpoint_every_ms is None else checkpoint_every_ms
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    own_stop = stop is None  # a caller's handler (the CLI's) stays until its process ends
+    stop = stop or StopRequest().install()
+
+    t0 = time.perf_counter()
+    from cluster_sim.runtime.device import prepare_environment, select_device
+    from cluster_sim.runtime.mpi_env import active_context
+    from cluster_sim.runtime.threads import cpu_threads_for
+
+    mpi = active_context()
+    prepare_environment(mpi.local_rank if mpi is not None and comm is not None else None)
+    dev = select_device(spec.engine.device, cpu_threads_for(spec, size, cpu_threads))
+    timers.add("startup", time.perf_counter() - t0)
+
+    from cluster_sim.network.build import build_network
+    from cluster_sim.network.partition import local_indices
+
+    with timers.clock("build"):
+        net = build_network(spec, local_indices(spec, rank, size) if size > 1 else None)
+
+    outputs = None
+    if rank == 0:
+        from cluster_sim.run.outputs import RunOutputs
+
+        with timers.clock("io"):
+            outputs = RunOutputs(spec, out, mode, manifest)
+    ctx = RunContext(spec=spec, out=out, mode=mode, comm=comm, rank=rank, size=size, device=dev, net=net, timers=timers,
+                     stop=stop, manifest=manifest, checkpoint_every_ms=float(ckpt_every or 0.0), outputs=outputs,
+                     t_wall0=t_wall0, incarnations=list(manifest.get("incarnations", [])) if manifest else [])
+    try:
+        backend = _backend(ctx)
+        t0 = time.perf_counter()
+        backend.prepare()
+        timers.add("startup", time.perf_counter() - t0)
+        start_ms = float(manifest["simulated_ms"]) if manifest else 0.0
+        ctx.progress = Progress(spec.simulation.duration_ms, enabled=progress if rank == 0 else False, start_ms=start_ms)
+        try:
+            status = backend.run()
+            ctx.update_progress(backend.simulated_ms(), force=True)
+        finally:
+            ctx.progress.close()
+        if outputs is not None:
+            outputs.flush()
+    finally:
+        if own_stop:
+            stop.restore()
+        if outputs is not None:
+            outputs.close()
+
+    mine = backend.rank_stats()
+    mine.update({"rank": rank, **{k: round(v, 6) for k, v in timers.seconds.items()}})
+    per_rank = ctx.comm.gather(mine, root=0) if ctx.comm is not None else [mine]
+    backend.close()
+    info: dict[str, Any] = {}
+    if rank == 0:
+        from cluster_sim.record.checkpoint import atomic_write_json
+
+        info = run_info(ctx, status, backend.simulated_ms(), per_rank, backend.summary(per_rank), startup_s)
+        atomic_write_json(out / "run.json", info)
+    return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK, info)
+
+
+def _backend(ctx: RunContext) -> Backend:
+    if ctx.mode == "async":
+        from cluster_sim.asyncmode.backend import AsyncBackend
+
+        return AsyncBackend(ctx)
+    from cluster_sim.engine.bsp import BSPBackend
+
+    return BSPBackend(ctx)

@@ -1,0 +1,124 @@
+"""The run layer: one entry point for both modes, one place that refuses a spec for a mode and
+rank count, and backends that are siblings (neither imports the other)."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import JOBS, ROOT, cli
+from mpi_util import mpirun
+
+# (what is refused, job, extra arguments, ranks): every kind of refusal ``check`` makes.
+REFUSALS = [
+    ("partition cuts an in-step coupling", "antennal_lobe.toml", ["--set", 'engine.partition="block"'], 2),
+    ("async needs float64", "cobahh.toml", ["--mode", "async", "--set", 'integrator.precision="float32"'], 1),
+    ("async needs a delay > 0", "cobahh_poisson.toml",
+     ["--mode", "async", "--set", "projections.EE.delay_ms=0.0"], 1),
+    ("round_robin cuts the AL's couplings in async too", "antennal_lobe.toml",
+     ["--mode", "async", "--set", 'engine.partition="round_robin"'], 3),
+]
+
+
+def _no_tensorflow(tmp: Path) -> dict[str, str]:
+    """An environment in which importing TensorFlow raises: what must be refused before it."""
+    import os
+
+    fake = tmp / "no_tf" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('tensorflow imported before the input was checked')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def _error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if "cluster-sim: error:" in ln]
+    assert lines, stderr[-2000:]
+    return lines[0].split("cluster-sim: error:", 1)[1].strip()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("what,job,extra,ranks", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_validate_and_run_agree_on_every_refusal(what: str, job: str, extra: list[str], ranks: int, tmp_path: Path) -> None:
+    val = cli("validate", str(JOBS / job), *extra, "--ranks", str(ranks))
+    assert val.returncode == 2, (what, val.stdout, val.stderr[-2000:])
+    out = tmp_path / "out"
+    args = ("run", str(JOBS / job), "--out", str(out), "-q", *extra)
+    env = _no_tensorflow(tmp_path)  # refused before TensorFlow is imported, or this run fails
+    run = cli(*args, env=env) if ranks == 1 else mpirun(ranks, *args, timeout=120, env=env)
+    assert run.returncode == 2, (what, run.stderr[-2000:])
+    assert _error_line(run.stderr) == _error_line(val.stderr), what
+    assert not (out / "spikes.h5").exists(), "refused before any output"
+
+
+def test_validate_accepts_what_runs(tmp_path: Path) -> None:
+    """The same spec that validate refuses on 2 block-partitioned ranks passes with components."""
+    ok = cli("validate", str(JOBS / "antennal_lobe.toml"), "--set", 'engine.partition="components"', "--ranks", "3")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "valid for bsp on 3 ranks" in ok.stdout
+
+
+def test_public_api_exports_one_entry_point() -> None:
+    import cluster_sim
+    from cluster_sim.run import RunResult, check, simulate
+    from cluster_sim.spec import JobSpec, load_spec
+
+    assert cluster_sim.simulate is simulate and cluster_sim.check is check and cluster_sim.RunResult is RunResult
+    assert cluster_sim.load_spec is load_spec and cluster_sim.JobSpec is JobSpec
+
+
+def _imports(path: Path) -> set[str]:
+    mods = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+        elif isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+    return mods
+
+
+def test_backends_are_siblings() -> None:
+    """Neither execution backend imports the other; both sit on the run layer."""
+    pkg = ROOT / "cluster_sim"
+    for f in (pkg / "asyncmode").glob("*.py"):
+        assert not any(m.startswith("cluster_sim.engine") for m in _imports(f)), f
+    for f in (pkg / "engine").glob("*.py"):
+        assert not any(m.startswith("cluster_sim.asyncmode") for m in _imports(f)), f
+    for f in (pkg / "runtime").glob("*.py"):
+        assert not any(m.startswith(("cluster_sim.engine", "cluster_sim.asyncmode")) for m in _imports(f)), f
+
+
+def test_resume_refused_before_tensorflow(small_cobahh: Path, tmp_path: Path) -> None:
+    """A resume that cannot work (no checkpoint) is refused before TensorFlow is imported."""
+    proc = cli("run", str(small_cobahh), "--out", str(tmp_path / "none"), "--resume", "-q", env=_no_tensorflow(tmp_path))
+    assert proc.returncode == 2 and "no checkpoint to resume from" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_requeued_run_reports_total_wall(small_cobahh: Path, tmp_path: Path) -> None:
+    """run.json after a resume: this incarnation's wall, the total over incarnations, restarts."""
+    out = tmp_path / "r"
+    cli("run", str(small_cobahh), "--out", str(out), "--duration", "40", "--checkpoint-every", "20", "-q", check=True)
+    first = json.loads((out / "run.json").read_text())
+    cli("run", str(small_cobahh), "--out", str(out), "--duration", "60", "--resume", "-q", check=True)
+    info = json.loads((out / "run.json").read_text())
+    assert info["restarts"] == 1 and len(info["incarnations"]) == 2
+    assert info["incarnations"][0]["until_ms"] == pytest.approx(20.0)
+    assert info["wall_seconds_total"] == pytest.approx(sum(i["wall_seconds"] for i in info["incarnations"]))
+    assert info["wall_seconds_total"] > info["wall_seconds"] > 0
+    assert first["restarts"] == 0 and first["wall_seconds_total"] == pytest.approx(first["wall_seconds"])
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_resume_refuses_truncated_spike_file(small_cobahh: Path, tmp_path: Path, keep: float) -> None:
+    """A resume must not copy rows that are no longer on disk (they read back as t = 0, node 0)."""
+    out = tmp_path / "t"
+    cli("run", str(small_cobahh), "--out", str(out), "--duration", "40", "--checkpoint-every", "30", "-q", check=True)
+    path = out / "spikes.h5"
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(int(size * keep))
+    proc = cli("run", str(small_cobahh), "--out", str(out), "--duration", "60", "--resume", "-q")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "spikes.h5 is damaged" in proc.stderr or "cannot be read back" in proc.stderr, proc.stderr[-2000:]
+    assert "--overwrite" in proc.stderr

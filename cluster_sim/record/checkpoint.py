@@ -2,8 +2,9 @@
 
 Each rank writes ``checkpoint/step<S>.rank<r>.npz`` (temp file, fsync, rename); after all
 ranks are done, rank 0 writes ``checkpoint/manifest.json`` (same way) naming step S and its
-files, then deletes older steps. The manifest is the commit point: a run killed at any moment
-leaves either the old complete checkpoint or the new one. Arrays are stored with the global ids
+files; the previous manifest becomes ``manifest.prev.json`` and its files stay, so a damaged
+newest checkpoint falls back to the one before; older steps are deleted. The manifest is the
+commit point: a run killed at any moment leaves either the old complete checkpoint or the new one. Arrays are stored with the global ids
 they belong to, so a resumed run may split the neurons differently.
 """
 from __future__ import annotations
@@ -17,6 +18,11 @@ from typing import Any, Mapping
 import numpy as np
 
 MANIFEST = "manifest.json"
+PREVIOUS = "manifest.prev.json"
+
+
+class DamagedCheckpoint(Exception):
+    """A manifest or rank file that cannot be read back whole (truncated, bad CRC, not JSON)."""
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -64,19 +70,60 @@ def write_rank_part(out: Path, step: int, rank: int, arrays: Mapping[str, np.nda
 
 
 def commit(out: Path, step: int, size: int, meta: Mapping[str, Any]) -> None:
-    """Rank 0, after every rank wrote its part: publish the checkpoint, drop older ones."""
+    """Rank 0, after every rank wrote its part: publish the checkpoint, keep the previous one as
+    a fallback, drop older ones and any temporary file a failed write left."""
+    cdir = checkpoint_dir(out)
     files = [rank_file(out, step, r).name for r in range(size)]
-    atomic_write_json(checkpoint_dir(out) / MANIFEST, {**meta, "step": step, "ranks": size, "files": files})
-    for old in checkpoint_dir(out).glob("step*.npz"):
-        if old.name not in files:
+    keep = set(files)
+    current = cdir / MANIFEST
+    if current.exists():
+        try:
+            prev = json.loads(current.read_text())
+            if prev.get("step") != step:
+                keep.update(prev.get("files", []))
+                os.replace(current, cdir / PREVIOUS)
+        except (OSError, ValueError):
+            pass  # a damaged manifest is no fallback
+    atomic_write_json(current, {**meta, "step": step, "ranks": size, "files": files})
+    for old in cdir.glob("step*.npz"):
+        if old.name not in keep:
             old.unlink(missing_ok=True)
+    remove_temporaries(out)
 
 
-def read_manifest(out: Path) -> dict[str, Any] | None:
-    path = checkpoint_dir(out) / MANIFEST
+def remove_temporaries(out: Path) -> None:
+    """Temporary files of checkpoint writes that never finished (killed, disk full)."""
+    for tmp in checkpoint_dir(out).glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def read_manifest(out: Path, name: str = MANIFEST) -> dict[str, Any] | None:
+    """The manifest (None if there is none); DamagedCheckpoint if it is not a readable JSON object."""
+    path = checkpoint_dir(out) / name
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DamagedCheckpoint(f"{path.name} is not valid JSON ({e})") from e
+    if not isinstance(data, dict) or not {"step", "files", "spec_digest"} <= set(data):
+        raise DamagedCheckpoint(f"{path.name} lacks step/files/spec_digest")
+    return data
+
+
+def verify(out: Path, manifest: Mapping[str, Any]) -> None:
+    """Every rank file of ``manifest`` is there and reads back whole (zip CRCs); else DamagedCheckpoint."""
+    import zipfile
+
+    for name in manifest["files"]:
+        path = checkpoint_dir(out) / name
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (OSError, zipfile.BadZipFile) as e:
+            raise DamagedCheckpoint(f"{name}: {e}") from e
+        if bad is not None:
+            raise DamagedCheckpoint(f"{name}: {bad} fails its CRC check")
 
 
 def load_parts(out: Path, manifest: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:

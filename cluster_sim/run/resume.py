@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,20 @@ def spec_digest(spec: JobSpec) -> str:
 
 
 def resume_manifest(spec: JobSpec, out: Path, mode: str) -> dict[str, Any]:
-    """The checkpoint manifest in ``out`` if this spec and mode may resume it; else ConfigError."""
-    manifest = ckpt.read_manifest(out)
+    """The checkpoint manifest in ``out`` if this spec and mode may resume it; else ConfigError.
+    A damaged newest checkpoint falls back to the previous complete one, with a notice."""
+    try:
+        manifest = _intact(out, ckpt.MANIFEST)
+    except ckpt.DamagedCheckpoint as e:
+        try:
+            manifest = _intact(out, ckpt.PREVIOUS)
+        except ckpt.DamagedCheckpoint:
+            manifest = None
+        if manifest is None:
+            raise ConfigError("--resume", str(out), f"the checkpoint in {out} is damaged: {e}",
+                              "start the run again with --overwrite (no complete earlier checkpoint is left)") from e
+        print(f"cluster-sim: the newest checkpoint in {out} is damaged ({e}); resuming from the previous one "
+              f"at {float(manifest.get('simulated_ms', 0.0)):g} ms", file=sys.stderr)
     if manifest is None:
         raise ConfigError("--resume", str(out), "there is no checkpoint to resume from",
                           "run without --resume, or point --out at the folder of the interrupted run")
@@ -39,6 +52,14 @@ def resume_manifest(spec: JobSpec, out: Path, mode: str) -> dict[str, Any]:
         raise ConfigError("simulation.duration_ms", spec.simulation.duration_ms,
                           f"is shorter than the {done:g} ms the checkpoint already holds",
                           f"resume with --duration >= {done:g}, or start a new run in another --out")
+    ckpt.remove_temporaries(out)
+    return manifest
+
+
+def _intact(out: Path, name: str) -> dict[str, Any] | None:
+    manifest = ckpt.read_manifest(out, name)
+    if manifest is not None:
+        ckpt.verify(out, manifest)
     return manifest
 
 

@@ -6,6 +6,7 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import JOBS, ROOT, cli
@@ -122,3 +123,28 @@ def test_resume_refuses_truncated_spike_file(small_cobahh: Path, tmp_path: Path,
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "spikes.h5 is damaged" in proc.stderr or "cannot be read back" in proc.stderr, proc.stderr[-2000:]
     assert "--overwrite" in proc.stderr
+
+
+def test_disk_full_stops_the_run_with_readable_files(small_cobahh: Path, tmp_path: Path) -> None:
+    """A full disk stops the run at the first flush that does not fit (exit 1, naming the file);
+    the files hold complete chunks only and open with plain h5py."""
+    import subprocess
+
+    import h5py
+
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], check=True)
+    try:
+        out = mnt / "r"
+        proc = cli("run", str(small_cobahh), "--out", str(out), "--duration", "300", "-q")
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "disk is full" in proc.stderr and "spikes.h5" in proc.stderr
+        assert "Segmentation" not in proc.stderr and "Traceback" not in proc.stderr
+        with h5py.File(out / "spikes.h5", "r") as f:
+            for pop in f["spikes"]:
+                t = f[f"spikes/{pop}/timestamps"][:]
+                assert t.size == f[f"spikes/{pop}/node_ids"].shape[0]
+                assert t.size == 0 or (np.all(np.isfinite(t)) and t.min() > 0), "no fill values"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -3,6 +3,7 @@ checkpoint/resume bitwise identity, SIGKILL leaves readable files, SIGTERM check
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -166,7 +167,11 @@ def test_unstable_integration_fails_with_exit_1(job: Path, tmp_path: Path) -> No
     proc = cli("run", str(job), "--out", str(tmp_path / "x"), "--duration", "50", "-q",
                "--set", 'integrator.method="euler"', "--set", "integrator.dt_ms=0.5", "--set", "projections.II.delay_ms=1.0")
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "non-finite" in proc.stderr and "dt_ms" in proc.stderr
+    assert "non-finite" in proc.stderr and "dt_ms" in proc.stderr and "params" in proc.stderr
+    # Every variable is checked after every 1 ms interval: caught at its first interval (a check
+    # of one variable every 16 intervals, as before, reported it at t >= 16 ms).
+    t_bad = float(re.search(r"by t = ([0-9.]+) ms", proc.stderr).group(1))
+    assert t_bad <= 5.0, proc.stderr[-1000:]
 
 
 def test_float32_agrees_statistically_with_float64(job: Path, tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ class BSPBackend:
             # Trace and compile outside the timed integration (for every interval length used).
             for n in sorted({m, (self.total_steps - self.step) % m} - {0}):
                 self.kernel.run(self.state, self.step, n, {k: np.zeros((n, v.shape[1])) for k, v in self.rings.rings.items()})
+            self.kernel.all_finite(self.state)
         self.exchange.barrier()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -141,17 +142,15 @@ class BSPBackend:
                                        f"(t = {self.step * dt:g} ms, unix time {time.time():.3f})")
                 if iv % flush_every == 0:
                     self._flush()
-                if (iv % 16 == 0 or self.step >= self.total_steps) and state:
-                    v_key = next(iter(state))
-                    if not np.isfinite(state[v_key].numpy()).all():
-                        _check_finite(kernel.to_host(state), self.step * dt)
+                if state and not kernel.all_finite(state):  # every variable, every interval
+                    _check_finite(kernel.to_host(state), self.step * dt, net)
                 if stop_now or (ckpt_every_iv and iv % ckpt_every_iv == 0 and self.step < self.total_steps):
                     self._checkpoint(kernel.to_host(state))
                     if stop_now:
                         return "checkpointed"
                 ctx.update_progress(self.step * dt)
         self._flush()
-        _check_finite(kernel.to_host(state), self.step * dt)
+        _check_finite(kernel.to_host(state), self.step * dt, net)
         return "completed"
 
     def _flush(self) -> None:
@@ -256,11 +255,19 @@ def _injected_fault() -> tuple[int, int] | None:
     return int(r), int(i)
 
 
-def _check_finite(state: dict[str, np.ndarray], t_ms: float) -> None:
+def _check_finite(state: dict[str, np.ndarray], t_ms: float, net: Network) -> None:
     for key, arr in state.items():
         if key.endswith(".fire_t"):
             continue
         bad = ~np.isfinite(arr)
         if bad.any():
-            raise RunError(f"state {key} became non-finite by t = {t_ms:.3f} ms (neuron position {int(np.argmax(bad))}); "
-                           "the step is too large for this method: lower integrator.dt_ms or use exp_euler")
+            owner = key.split(".")[0]
+            pop = net.populations.get(owner)
+            where = f"neuron {int(pop.local[int(np.argmax(bad))])} of {owner}" if pop is not None else f"position {int(np.argmax(bad))}"
+            spec = net.spec
+            raise RunError(
+                f"state {key} became non-finite by t = {t_ms:.3f} ms ({where}; {int(bad.sum())} neurons). Likely causes: "
+                f"a parameter at the edge of its range in populations.{owner}.params or the synapse weights "
+                f"(a tiny capacitance or time constant, a huge conductance), or a step too large for "
+                f"{spec.integrator.method} at dt_ms = {spec.integrator.dt_ms:g}: check those parameters, then lower "
+                "integrator.dt_ms or use exp_euler")

@@ -120,6 +120,7 @@ class IntervalKernel:
         self._stim = [(s, {p: tf.constant(self._pad(a, p, 0.0), self.dtype) for p, a in s.amplitude.items() if np.any(a)})
                       for s in net.stimuli]
         self._fn = tf.function(self._interval, jit_compile=jit_compile, autograph=False)
+        self._all_finite = tf.function(self._finite, jit_compile=jit_compile, autograph=False)
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -233,6 +234,16 @@ class IntervalKernel:
         ys, spikes, samples = tf.scan(scan_fn, (steps, inputs), initializer=(state, zeros_spk, zeros_smp))
         final = {k: v[-1] for k, v in ys.items()}
         return final, spikes, samples
+
+    def _finite(self, state: dict[str, Any]) -> Any:
+        """One fused reduction over every state variable of every population: is all finite."""
+        tf = self.tf
+        flags = [tf.reduce_all(tf.math.is_finite(v)) for k, v in state.items() if not k.endswith(".fire_t")]
+        return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
+
+    def all_finite(self, state: dict[str, Any]) -> bool:
+        """True when no state variable of any neuron is NaN or infinite (cheap: one scalar back)."""
+        return bool(self._all_finite(state).numpy())
 
     # -- host interface ---------------------------------------------------------------------
 

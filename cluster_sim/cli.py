@@ -99,10 +99,12 @@ def format_summary(info: dict[str, Any], out: Path) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from cluster_sim.analysis import summarize
+    from cluster_sim.record.repair import ensure_readable
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "spikes.h5").exists():
         raise ConfigError("RUN_DIR", str(run_dir), "has no spikes.h5", "give the --out folder of a cluster-sim run")
+    ensure_readable(run_dir)
     summary = summarize(run_dir)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
@@ -127,10 +129,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from cluster_sim.analysis.plot import plot_run
+    from cluster_sim.record.repair import ensure_readable
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "spikes.h5").exists():
         raise ConfigError("RUN_DIR", str(run_dir), "has no spikes.h5", "give the --out folder of a cluster-sim run")
+    ensure_readable(run_dir)
     path = plot_run(run_dir, Path(args.output) if args.output else None)
     print(path)
     return 0
@@ -168,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cluster_sim.analysis.compare_cli import register as register_compare
 
     register_compare(sub)
+    from cluster_sim.record.repair_cli import register as register_repair
+
+    register_repair(sub)
     try:
         from cluster_sim.deploy.cli import register
     except ImportError:

@@ -70,3 +70,30 @@ def test_checker_rejects_the_old_layout(tmp_path: Path) -> None:
         g.create_dataset("node_ids", data=np.array([0, 1], np.uint64))
     with pytest.raises((AssertionError, KeyError, RuntimeError)):
         assert_sonata_readable(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:The 'copy' argument in Quantity")  # elephant 1.2 vs quantities 0.16
+def test_to_neo_and_an_elephant_statistic(bsp_run: Path) -> None:
+    import elephant.statistics as es
+    import quantities as pq
+
+    from cluster_sim.analysis import isi_stats, population_rates, to_neo
+
+    trains = to_neo(bsp_run)
+    counts = assert_sonata_readable(bsp_run)
+    assert {p: len(v) for p, v in trains.items()} == {"E": 320, "I": 80}
+    assert {p: sum(t.size for t in v) for p, v in trains.items()} == counts
+    st = trains["E"][0]
+    assert st.units == pq.ms and float(st.t_stop.rescale(pq.ms)) == float(DURATION)
+    assert st.annotations == {"population": "E", "node_id": 0}
+    ours = population_rates(bsp_run)
+    for pop, v in trains.items():  # elephant's rate per train, averaged, equals ours
+        rate = np.mean([float(es.mean_firing_rate(t).rescale(pq.Hz)) for t in v])
+        assert rate == pytest.approx(ours[pop], rel=1e-9)
+    cv_ours = isi_stats(bsp_run, "E")["cv"]
+    cv_eleph = np.array([es.cv(es.isi(t)) if t.size > 1 else np.nan for t in trains["E"]])
+    both = np.isfinite(cv_ours) & np.isfinite(cv_eleph)
+    assert both.sum() > 10
+    np.testing.assert_allclose(cv_eleph[both], cv_ours[both], rtol=1e-6, atol=1e-9)
+    hist = es.time_histogram(trains["E"], bin_size=5 * pq.ms)
+    assert int(np.asarray(hist).sum()) == counts["E"]

@@ -44,10 +44,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from cluster_sim.cli_checks import check_out_dir, checkpoint_every_ms, import_tensorflow, quiet_tensorflow
+
+    quiet_tensorflow(args.verbose)
     spec = _load(args)  # every input check happens here, before any compute
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise ConfigError("--checkpoint-every", args.checkpoint_every, "must be >= 0", "give simulated ms, e.g. 100")
     out = Path(args.out or spec.output.dir)
+    check_out_dir(out, "--out" if args.out else "output.dir", resume=args.resume)
+    checkpoint_every = checkpoint_every_ms(args.checkpoint_every, spec)
     if not args.resume and (out / "spikes.h5").exists() and not args.overwrite:
         raise ConfigError("--out", str(out), "already holds results",
                           "pass --resume to continue it, --overwrite to replace it, or choose another --out")
@@ -64,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = mpi_context()  # None unless launched by mpiexec/srun with more than one rank
     prepare_environment(ctx.local_rank if ctx else None)
     t0 = time.perf_counter()
-    import tensorflow  # noqa: F401  (import time is part of startup)
+    import_tensorflow(args.verbose)  # (import time is part of startup)
 
     startup = (time.perf_counter() - t0) + (t0 - _T_IMPORT0)
     if spec.simulation.mode == "async":
@@ -72,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         from cluster_sim.engine.loop import simulate
 
-    result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=args.checkpoint_every,
+    result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=checkpoint_every,
                       progress=None if not args.quiet else False, startup_s=startup,
                       comm=ctx.comm if ctx else None, cpu_threads=ctx.cpu_threads if ctx else None, stop_request=stop)
     root = ctx is None or ctx.rank == 0
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["bsp", "async"], help="execution model (default: the spec's)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], help="TensorFlow device (default: the spec's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="keep TensorFlow's start-up log lines")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a job spec without running it")

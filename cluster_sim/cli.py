@@ -48,10 +48,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from cluster_sim.cli_checks import check_out_dir, checkpoint_every_ms
+    from cluster_sim.runtime.tflog import quiet_tensorflow
+
+    quiet_tensorflow(args.verbose)
     spec = _load(args)  # every input check happens here and in simulate's check, before any compute
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise ConfigError("--checkpoint-every", args.checkpoint_every, "must be >= 0", "give simulated ms, e.g. 100")
     out = Path(args.out or spec.output.dir)
+    check_out_dir(out, "--out" if args.out else "output.dir", resume=args.resume)
+    checkpoint_every = checkpoint_every_ms(args.checkpoint_every, spec)
     if not args.resume and (out / "spikes.h5").exists() and not args.overwrite:
         raise ConfigError("--out", str(out), "already holds results",
                           "pass --resume to continue it, --overwrite to replace it, or choose another --out")
@@ -62,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = StopRequest().install()  # before the slow imports: a SIGUSR1 then is not lost; kept until exit
     ctx = mpi_context()  # None unless launched by mpiexec/srun with more than one rank
     startup = time.perf_counter() - _T_IMPORT0  # the rest (TensorFlow import, compile) simulate counts
-    result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=args.checkpoint_every,
+    result = simulate(spec, out, resume=args.resume, checkpoint_every_ms=checkpoint_every,
                       progress=None if not args.quiet else False, startup_s=startup,
                       comm=ctx.comm if ctx else None, cpu_threads=ctx.cpu_threads if ctx else None, stop=stop)
     root = ctx is None or ctx.rank == 0
@@ -89,10 +93,12 @@ def format_summary(info: dict[str, Any], out: Path) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from cluster_sim.analysis import summarize
+    from cluster_sim.record.repair import ensure_readable
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "spikes.h5").exists():
         raise ConfigError("RUN_DIR", str(run_dir), "has no spikes.h5", "give the --out folder of a cluster-sim run")
+    ensure_readable(run_dir)
     summary = summarize(run_dir)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
@@ -117,10 +123,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from cluster_sim.analysis.plot import plot_run
+    from cluster_sim.record.repair import ensure_readable
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "spikes.h5").exists():
         raise ConfigError("RUN_DIR", str(run_dir), "has no spikes.h5", "give the --out folder of a cluster-sim run")
+    ensure_readable(run_dir)
     path = plot_run(run_dir, Path(args.output) if args.output else None)
     print(path)
     return 0
@@ -139,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["bsp", "async"], help="execution model (default: the spec's)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], help="TensorFlow device (default: the spec's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="keep TensorFlow's start-up log lines")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a job spec without running it")
@@ -160,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cluster_sim.analysis.compare_cli import register as register_compare
 
     register_compare(sub)
+    from cluster_sim.record.repair_cli import register as register_repair
+
+    register_repair(sub)
     try:
         from cluster_sim.deploy.cli import register
     except ImportError:

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cluster_sim.record.sonata import read_sorting
 from cluster_sim.record.spikes import read_spikes
 from tests.conftest import ROOT, SMALL_COBAHH, cli
 
@@ -58,7 +59,7 @@ def test_run_writes_sonata_spikes_reports_and_run_json(job: Path, tmp_path: Path
         total = 0
         for pop, n in (("E", 320), ("I", 80)):
             g = f["spikes"][pop]
-            assert g.attrs["sorting"] == "by_time"
+            assert read_sorting(g) == "by_time"
             ts, ids = g["timestamps"], g["node_ids"]
             assert ts.dtype == np.float64 and ids.dtype == np.uint64 and ts.attrs["units"] == "ms"
             t = ts[:]

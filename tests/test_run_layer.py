@@ -34,9 +34,12 @@ def _no_tensorflow(tmp: Path) -> dict[str, str]:
 
 
 def _error_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if "cluster-sim: error:" in ln]
-    assert lines, stderr[-2000:]
-    return lines[0].split("cluster-sim: error:", 1)[1].strip()
+    """The first error message (ranks may print theirs onto one line at the same moment)."""
+    import re
+
+    found = re.findall(r"cluster-sim: error: (.*?)(?=\[rank \d+/\d+\]|\n|$)", stderr)
+    assert found, stderr[-2000:]
+    return found[0].strip()
 
 
 @pytest.mark.mpi
@@ -91,9 +94,17 @@ def test_backends_are_siblings() -> None:
 
 
 def test_resume_refused_before_tensorflow(small_cobahh: Path, tmp_path: Path) -> None:
-    """A resume that cannot work (no checkpoint) is refused before TensorFlow is imported."""
-    proc = cli("run", str(small_cobahh), "--out", str(tmp_path / "none"), "--resume", "-q", env=_no_tensorflow(tmp_path))
-    assert proc.returncode == 2 and "no checkpoint to resume from" in proc.stderr, proc.stderr[-2000:]
+    """A resume that cannot work (another network, or no checkpoint) is refused before TensorFlow
+    is imported."""
+    out = tmp_path / "c"
+    cli("run", str(small_cobahh), "--out", str(out), "--duration", "30", "--checkpoint-every", "20", "-q", check=True)
+    env = _no_tensorflow(tmp_path)
+    other = cli("run", str(small_cobahh), "--out", str(out), "--resume", "-q", "--set", "simulation.seed=4", env=env)
+    assert other.returncode == 2 and "different network" in other.stderr, other.stderr[-2000:]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = cli("run", str(small_cobahh), "--out", str(empty), "--resume", "-q", env=env)
+    assert none.returncode == 2 and "no checkpoint to resume from" in none.stderr, none.stderr[-2000:]
 
 
 def test_requeued_run_reports_total_wall(small_cobahh: Path, tmp_path: Path) -> None:

@@ -185,3 +185,10 @@ def _match(ta: np.ndarray, ia: np.ndarray, tb: np.ndarray, ib: np.ndarray, tol: 
     mutual = to_a[partner] == a_pos
     err = np.abs(t[partner[mutual]] - t[a_pos[mutual]])
     return err[err <= tol]
+
+
+def to_neo(run_dir: str | Path, populations: list[str] | None = None) -> dict[str, list[Any]]:
+    """population -> ``neo.SpikeTrain`` per neuron, with units (see ``analysis.neo_export``)."""
+    from cluster_sim.analysis.neo_export import to_neo as _to_neo
+
+    return _to_neo(run_dir, populations)

@@ -8,8 +8,11 @@ exponential Euler (x ← x + (a x + b)·dt·φ(a dt)), as in Brian2's ``exponent
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
+
+from cluster_sim.errors import ConfigError
 
 Array = Any  # a tf.Tensor or np.ndarray
 Terms = dict[str, tuple[Any, Any]]  # variable -> (a, b); a or b may be a Python float
@@ -21,6 +24,55 @@ class Drive(NamedTuple):
     i_ext: Any  # injected current, in the model's current unit (0.0 when none)
     g_syn: Any  # summed synaptic conductance, in the model's conductance unit (0.0 when none)
     gE_syn: Any  # summed conductance × reversal potential (mV × conductance unit)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The physical range of one parameter: lo <= value (lo < value if ``lo_open``) <= hi."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    meaning: str = ""
+
+    def problem(self, value: float) -> str | None:
+        if not math.isfinite(value):
+            return "must be finite"
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return f"must be {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None and value > self.hi:
+            return f"must be <= {self.hi:g}"
+        return None
+
+
+def positive(meaning: str) -> Bound:
+    return Bound(0.0, lo_open=True, meaning=meaning)
+
+
+def non_negative(meaning: str) -> Bound:
+    return Bound(0.0, meaning=meaning)
+
+
+def any_value(meaning: str) -> Bound:
+    return Bound(meaning=meaning)
+
+
+FRACTION = Bound(0.0, 1.0, meaning="a fraction")
+
+
+def check_ranges(owner: str, ranges: Mapping[str, Bound], defaults: Mapping[str, float], p: Mapping[str, float],
+                 key: Callable[[str], str]) -> None:
+    """ConfigError naming the first parameter outside its declared range (e.g. C_pF = 0 would
+    divide by zero in every step; a negative time constant makes a decay grow)."""
+    for name, value in p.items():
+        bound = ranges.get(name)
+        if bound is None:
+            raise RuntimeError(f"{owner} declares no range for its parameter {name!r}")  # a model bug, not input
+        problem = bound.problem(float(value))
+        if problem:
+            what = f" ({bound.meaning})" if bound.meaning else ""
+            raise ConfigError(key(name), value, f"{problem}{what}",
+                              f"use a physical value, e.g. the default {name} = {defaults.get(name, 'see docs')!r}")
 
 
 class NeuronModel:
@@ -35,11 +87,16 @@ class NeuronModel:
     event_vars: tuple[str, ...] = ()  # variables spike-triggered synapses may increment
     is_source: bool = False  # a spike source (e.g. Poisson): no state, no input, spikes from a formula
     description: str = ""
+    param_ranges: Mapping[str, Bound] = {}  # one Bound per parameter in ``defaults`` (checked by the spec)
 
     def params(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
         p = dict(self.defaults)
         p.update(overrides or {})
         return p
+
+    def check_params(self, p: Mapping[str, float], key: Callable[[str], str]) -> None:
+        """Called by spec validation with the full parameters; ``key(name)`` gives the dotted key."""
+        check_ranges(f"neuron model {self.name!r}", self.param_ranges, self.defaults, p, key)
 
     def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:
         """Initial values, one array of length ``n`` per variable. ``normal(tag)`` returns standard

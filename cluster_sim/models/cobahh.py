@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from cluster_sim.models._rates import traub_rates
-from cluster_sim.models.base import Drive, NeuronModel, Terms, membrane
+from cluster_sim.models.base import Drive, NeuronModel, Terms, any_value, membrane, non_negative, positive
 
 
 class CobaHH(NeuronModel):
@@ -42,6 +42,19 @@ class CobaHH(NeuronModel):
         "init_ge_sd_nS": 15.0,
         "init_gi_mean_nS": 200.0,
         "init_gi_sd_nS": 120.0,
+    }
+    param_ranges = {
+        "C_pF": positive("membrane capacitance"),
+        "g_leak_nS": non_negative("a conductance"), "g_na_nS": non_negative("a conductance"),
+        "g_kd_nS": non_negative("a conductance"),
+        "E_leak_mV": any_value("a reversal potential"), "E_k_mV": any_value("a reversal potential"),
+        "E_na_mV": any_value("a reversal potential"), "V_T_mV": any_value("the Traub-Miles voltage offset"),
+        "E_e_mV": any_value("a reversal potential"), "E_i_mV": any_value("a reversal potential"),
+        "tau_e_ms": positive("a time constant"), "tau_i_ms": positive("a time constant"),
+        "threshold_mV": any_value("spike threshold"), "refractory_ms": non_negative("refractory period"),
+        "init_v_sd_mV": non_negative("a standard deviation"), "init_v_offset_mV": any_value("an offset"),
+        "init_ge_mean_nS": any_value("a mean initial conductance"), "init_ge_sd_nS": non_negative("a standard deviation"),
+        "init_gi_mean_nS": any_value("a mean initial conductance"), "init_gi_sd_nS": non_negative("a standard deviation"),
     }
 
     def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:

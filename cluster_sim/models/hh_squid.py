@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from cluster_sim.models.base import Drive, NeuronModel, Terms, membrane, xoe
+from cluster_sim.models.base import Drive, NeuronModel, Terms, any_value, membrane, non_negative, positive, xoe
 
 
 def _rates(ops: Any, v: Any, small: float) -> tuple[Any, ...]:
@@ -32,6 +32,16 @@ class HHSquid(NeuronModel):
         "E_e_mV": 0.0, "E_i_mV": -80.0, "tau_e_ms": 5.0, "tau_i_ms": 10.0,
         "threshold_mV": 0.0, "refractory_ms": 2.0,
         "init_v_mV": -65.0,
+    }
+    param_ranges = {
+        "C_uF_cm2": positive("membrane capacitance"),
+        "g_Na_mS_cm2": non_negative("a conductance"), "E_Na_mV": any_value("a reversal potential"),
+        "g_K_mS_cm2": non_negative("a conductance"), "E_K_mV": any_value("a reversal potential"),
+        "g_L_mS_cm2": non_negative("a conductance"), "E_L_mV": any_value("a reversal potential"),
+        "E_e_mV": any_value("a reversal potential"), "E_i_mV": any_value("a reversal potential"),
+        "tau_e_ms": positive("a time constant"), "tau_i_ms": positive("a time constant"),
+        "threshold_mV": any_value("spike threshold"), "refractory_ms": non_negative("refractory period"),
+        "init_v_mV": any_value("initial membrane potential"),
     }
 
     def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:

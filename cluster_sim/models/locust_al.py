@@ -8,12 +8,30 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from cluster_sim.models._rates import traub_rates
-from cluster_sim.models.base import Drive, NeuronModel, Terms, membrane
+from cluster_sim.models.base import Bound, Drive, NeuronModel, Terms, any_value, membrane, non_negative, positive
 
 PHI_K = 3.0 ** ((22.0 - 36.0) / 10.0)  # K and Na kinetics at 22 °C
 PHI_A = 3.0 ** ((36.0 - 23.5) / 10.0)
 PHI_KCA = 2.3 ** ((26.0 - 23.0) / 10.0)
 V_SHIFT = -50.0  # the PSST rate functions are written in V' = V + 50
+
+
+def _ranges(defaults: Mapping[str, float]) -> dict[str, Bound]:
+    """Ranges of the PSST parameters by their (unit-carrying) names."""
+    out: dict[str, Bound] = {}
+    for name in defaults:
+        if name.startswith("C_"):
+            out[name] = positive("membrane capacitance")
+        elif name.startswith("g_"):
+            out[name] = non_negative("a conductance")
+        elif name.startswith("tau_"):
+            out[name] = positive("a time constant")
+        elif name in ("refractory_ms", "init_jitter", "A_Ca", "Ca0_mM"):
+            out[name] = non_negative({"refractory_ms": "refractory period", "init_jitter": "a relative spread",
+                                      "A_Ca": "calcium influx per current", "Ca0_mM": "a concentration"}[name])
+        elif name.endswith("_mV"):
+            out[name] = any_value("a potential")
+    return out
 
 
 def _jittered(p: Mapping[str, float], n: int, normal: Callable[[str], Any], base: Mapping[str, float]) -> dict[str, Any]:
@@ -35,6 +53,7 @@ class LocustPN(NeuronModel):
         "threshold_mV": 0.0, "refractory_ms": 0.0,
         "init_v_mV": -70.0, "init_jitter": 0.01,
     }
+    param_ranges = _ranges(defaults)
 
     def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:
         base = {"v": p["init_v_mV"], "n_k": 0.0, "m_na": 0.0, "h_na": 0.0, "m_a": 0.0, "h_a": 0.0}
@@ -86,6 +105,7 @@ class LocustLN(NeuronModel):
         "threshold_mV": 0.0, "refractory_ms": 0.0,
         "init_v_mV": -70.0, "init_jitter": 0.01,
     }
+    param_ranges = _ranges(defaults)
 
     def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:
         base = {"v": p["init_v_mV"], "n_k": 0.0, "m_ca": 0.0, "h_ca": 0.0, "m_kca": 0.0, "ca": p["Ca0_mM"]}

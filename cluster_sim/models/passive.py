@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from cluster_sim.models.base import Drive, NeuronModel, Terms, membrane
+from cluster_sim.models.base import Drive, NeuronModel, Terms, any_value, membrane, non_negative, positive
 
 
 class Passive(NeuronModel):
@@ -18,6 +18,14 @@ class Passive(NeuronModel):
         "C_uF_cm2": 1.0, "g_L_mS_cm2": 0.1, "E_L_mV": -65.0,
         "E_e_mV": 0.0, "E_i_mV": -80.0, "tau_e_ms": 5.0, "tau_i_ms": 10.0,
         "threshold_mV": 1000.0, "refractory_ms": 0.0, "init_v_mV": -65.0,
+    }
+    param_ranges = {
+        "C_uF_cm2": positive("membrane capacitance"), "g_L_mS_cm2": non_negative("a conductance"),
+        "E_L_mV": any_value("a reversal potential"), "E_e_mV": any_value("a reversal potential"),
+        "E_i_mV": any_value("a reversal potential"),
+        "tau_e_ms": positive("a time constant"), "tau_i_ms": positive("a time constant"),
+        "threshold_mV": any_value("spike threshold"), "refractory_ms": non_negative("refractory period"),
+        "init_v_mV": any_value("initial membrane potential"),
     }
 
     def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:

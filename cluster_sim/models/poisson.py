@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from cluster_sim.errors import ConfigError
-from cluster_sim.models.base import Drive, NeuronModel, Terms
+from cluster_sim.models.base import Drive, NeuronModel, Terms, any_value, check_ranges, non_negative
 from cluster_sim.network import rng
 
 BLOCK_MS = 10.0  # length of the fixed blocks of simulated time (at rates up to 6.4 kHz)
@@ -43,6 +43,11 @@ class PoissonSource(NeuronModel):
         "threshold_mV": 0.0,  # unused: present so generic code asking for them gets an answer
         "refractory_ms": 0.0,
     }
+    param_ranges = {
+        "rate_hz": non_negative("a firing rate"), "start_ms": any_value("start of the trains"),
+        "stop_ms": any_value("end of the trains"), "threshold_mV": any_value("unused"),
+        "refractory_ms": non_negative("unused"),
+    }
 
     def initial_state(self, p: Mapping[str, float], n: int, normal: Callable[[str], Any]) -> dict[str, Any]:
         return {}
@@ -52,6 +57,7 @@ class PoissonSource(NeuronModel):
 
     def check_params(self, p: Mapping[str, float], key: Callable[[str], str]) -> None:
         """Called by spec validation with the full parameters; ``key(name)`` gives the dotted key."""
+        check_ranges("neuron model 'poisson'", self.param_ranges, self.defaults, p, key)
         check_params(p, key)
 
 

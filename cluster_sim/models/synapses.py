@@ -12,9 +12,21 @@ Two kinds, which the engine treats differently:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from cluster_sim.models.base import NeuronModel, Terms
+from cluster_sim.models.base import Bound, NeuronModel, Terms, any_value, check_ranges, non_negative, positive
+
+# Ranges of every synapse parameter name used below (kinetic rates >= 0, decay rates and
+# widths > 0, reversal/half-activation potentials anything finite).
+SYNAPSE_RANGES: dict[str, Bound] = {
+    "alpha_per_mM_ms": non_negative("a binding rate"), "beta_per_ms": positive("an unbinding (decay) rate"),
+    "E_mV": any_value("a reversal potential"), "A_mM": non_negative("a transmitter concentration"),
+    "t_max_ms": positive("the transmitter pulse duration"), "V0_mV": any_value("half-activation potential"),
+    "sigma_mV": positive("the slope of the release sigmoid"),
+    "K1_per_mM_ms": non_negative("a binding rate"), "K2_per_ms": positive("a decay rate"),
+    "K3_per_ms": non_negative("a G-protein activation rate"), "K4_per_ms": positive("a decay rate"),
+    "Kd": positive("a dissociation constant"),
+}
 
 
 class SynapseModel:
@@ -35,6 +47,13 @@ class SynapseModel:
         p = dict(self.defaults)
         p.update(overrides or {})
         return p
+
+    @property
+    def param_ranges(self) -> Mapping[str, Bound]:
+        return {k: SYNAPSE_RANGES[k] for k in self.defaults if k in SYNAPSE_RANGES}
+
+    def check_params(self, p: Mapping[str, float], key: Callable[[str], str]) -> None:
+        check_ranges(f"synapse model {self.name!r}", self.param_ranges, self.defaults, p, key)
 
 
 class ConductanceJump(SynapseModel):

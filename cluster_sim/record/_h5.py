@@ -29,17 +29,16 @@ def copy_prefix(path, rows: dict[str, int]) -> None:
     import os
     from pathlib import Path
 
+    from cluster_sim.record.sonata import copy_attrs
+
     path = Path(path)
     tmp = path.with_suffix(".h5.tmp")
     with h5py.File(path, "r", libver="latest", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
-        for k, v in src.attrs.items():
-            dst.attrs[k] = v
+        copy_attrs(src.attrs, dst.attrs)
 
         def visit(name: str, obj: object) -> None:
             if isinstance(obj, h5py.Group):
-                g = dst.require_group(name)
-                for k, v in obj.attrs.items():
-                    g.attrs[k] = v
+                copy_attrs(obj.attrs, dst.require_group(name).attrs)
                 return
             assert isinstance(obj, h5py.Dataset)
             n = rows.get(name)
@@ -49,8 +48,7 @@ def copy_prefix(path, rows: dict[str, int]) -> None:
                 if obj.shape[0] < n:
                     raise OSError(f"{path}:{name} has {obj.shape[0]} rows, the checkpoint expects {n}")
                 out = dst.create_dataset(name, data=obj[:n], maxshape=obj.maxshape, chunks=obj.chunks)
-            for k, v in obj.attrs.items():
-                out.attrs[k] = v
+            copy_attrs(obj.attrs, out.attrs)
 
         src.visititems(visit)
     with open(tmp, "rb") as fh:

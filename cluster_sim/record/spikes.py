@@ -1,5 +1,6 @@
 """``spikes.h5`` in the SONATA layout: ``/spikes/<population>/timestamps`` (float64, ms) and
-``node_ids`` (uint64, index within the population), ``sorting = "by_time"``.
+``node_ids`` (uint64, index within the population), ``sorting`` = by_time (an HDF5 enum, as the
+spec and libsonata require; see ``record.sonata``).
 
 Written in single-writer/multiple-reader mode and flushed chunk by chunk: the file on disk is
 always consistent, so a run killed with SIGKILL leaves it readable up to the last flush, and a
@@ -13,6 +14,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
+from cluster_sim.record import sonata
 from cluster_sim.record._h5 import append, appendable, copy_prefix
 
 
@@ -23,16 +25,17 @@ class SpikeWriter:
         if resume_counts is None:
             tmp = self.path.with_suffix(".h5.tmp")
             with h5py.File(tmp, "w", libver="latest") as f:
+                sonata.write_root_attrs(f)
                 for k, v in attrs.items():
                     f.attrs[k] = v if not isinstance(v, (dict, list)) else json.dumps(v)
                 g = f.create_group("spikes")
                 for pop, n in populations.items():
                     pg = g.create_group(pop)
-                    pg.attrs["sorting"] = "by_time"
-                    pg.attrs["n_nodes"] = n
-                    ts = appendable(pg, "timestamps", np.float64)
+                    sonata.write_sorting(pg, "by_time")
+                    pg.attrs["n_nodes"] = n  # an extension: populations with no spikes keep their size
+                    ts = appendable(pg, "timestamps", sonata.SPIKE_TIME_DTYPE)
                     ts.attrs["units"] = "ms"
-                    appendable(pg, "node_ids", np.uint64)
+                    appendable(pg, "node_ids", sonata.NODE_ID_DTYPE)
             tmp.replace(self.path)
         else:
             copy_prefix(self.path, {f"spikes/{pop}/{name}": n for pop, n in resume_counts.items()

@@ -1,6 +1,9 @@
 """Sampled state variables in the SONATA report layout, one file per recording:
 ``/report/<population>/data`` [n_samples × n_neurons] and ``mapping/{node_ids, index_pointers,
-element_ids, time}`` with time = (start, stop, dt) in ms. Appended chunk by chunk (SWMR)."""
+element_ids, time}`` with time = (start, stop, dt) in ms. Appended chunk by chunk (SWMR).
+
+``data`` is float32, as SONATA readers (libsonata) require: 7 significant digits, about 1e-5 mV
+on a membrane potential, below any tolerance a comparison with an experiment needs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cluster_sim.record import sonata
 from cluster_sim.record._h5 import append, appendable, copy_prefix
 
 
@@ -18,15 +22,16 @@ class TraceWriter:
         if resume_rows is None:
             tmp = self.path.with_suffix(".h5.tmp")
             with h5py.File(tmp, "w", libver="latest") as f:
+                sonata.write_root_attrs(f)
                 g = f.create_group(f"report/{population}")
-                ds = appendable(g, "data", np.float64, width=len(node_ids))
+                ds = appendable(g, "data", sonata.REPORT_DTYPE, width=len(node_ids))
                 ds.attrs["units"] = unit
                 ds.attrs["variable_name"] = variable
                 m = g.create_group("mapping")
-                m.create_dataset("node_ids", data=np.asarray(node_ids, np.uint64))
+                m.create_dataset("node_ids", data=np.asarray(node_ids, sonata.NODE_ID_DTYPE))
                 m.create_dataset("index_pointers", data=np.arange(len(node_ids) + 1, dtype=np.uint64))
-                m.create_dataset("element_ids", data=np.zeros(len(node_ids), np.uint32))
-                tm = m.create_dataset("time", data=np.array([sampling_ms, sampling_ms, sampling_ms]))
+                m.create_dataset("element_ids", data=np.zeros(len(node_ids), sonata.ELEMENT_ID_DTYPE))
+                tm = m.create_dataset("time", data=np.array([sampling_ms, sampling_ms, sampling_ms], np.float64))
                 tm.attrs["units"] = "ms"
             tmp.replace(self.path)
         else:
@@ -44,7 +49,7 @@ class TraceWriter:
 
     def flush(self) -> None:
         if self._pending:
-            block = np.concatenate(self._pending, axis=0)
+            block = np.concatenate(self._pending, axis=0).astype(sonata.REPORT_DTYPE)
             append(self.data, block)
             self.rows += block.shape[0]
             self._pending.clear()
@@ -58,10 +63,10 @@ class TraceWriter:
 
 
 def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times ms, node_ids, data [n_samples × n_neurons])."""
+    """(times ms, node_ids, data [n_samples × n_neurons] as float64)."""
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
         pop = next(iter(f["report"]))
         g = f["report"][pop]
-        data = g["data"][:]
+        data = g["data"][:].astype(np.float64)
         start, _, dt = g["mapping/time"][:]
         return start + dt * np.arange(data.shape[0]), g["mapping/node_ids"][:], data

@@ -59,10 +59,12 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
     t0 = time.perf_counter()
     from cluster_sim.runtime.device import prepare_environment, select_device
     from cluster_sim.runtime.mpi_env import active_context
+    from cluster_sim.runtime.tflog import import_tensorflow
     from cluster_sim.runtime.threads import cpu_threads_for
 
     mpi = active_context()
     prepare_environment(mpi.local_rank if mpi is not None and comm is not None else None)
+    import_tensorflow()  # its start-up lines filtered unless --verbose
     dev = select_device(spec.engine.device, cpu_threads_for(spec, size, cpu_threads))
     timers.add("startup", time.perf_counter() - t0)
 

@@ -49,9 +49,15 @@ def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> JobSpec:
     """Read and validate a TOML job spec. Raises ``ConfigError`` (never starts any compute)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError("JOB", str(path), f"cannot be read ({e.strerror})", "give the path of a .toml job spec") from e
+    try:
+        text = raw.decode("utf-8")  # TOML is UTF-8 by definition
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError("JOB", str(path), f"is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line})",
+                          "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or check it is a job spec") from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

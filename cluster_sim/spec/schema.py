@@ -7,11 +7,12 @@ line of the TOML file is wrong and what to write instead.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cluster_sim.errors import ConfigError
+from cluster_sim.spec.memory import check_memory
+from cluster_sim.spec.timing import check_bsp_grid, check_on_grid
 
 METHODS = ("euler", "rk4", "exp_euler")
 PRECISIONS = ("float64", "float32")
@@ -242,17 +243,6 @@ def _check_source_roles(jt: _Table, tgt_model: Any, src_model: Any, syn: Any) ->
                           "only emits spikes", "use a spike-triggered synapse such as exp_cond_exc")
 
 
-def _memory_available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 40
-
-
 def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec:
     """Validate a plain dict (parsed TOML) into a :class:`JobSpec`; raises ``ConfigError``."""
     from cluster_sim.models import get_neuron_model, get_synapse_model, get_waveform, neuron_model_names, synapse_model_names, waveform_names
@@ -298,7 +288,6 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
     if not pops_t.data:
         raise ConfigError("populations", {}, "no population defined", "add a [populations.NAME] table with model and count")
     populations = []
-    mem_bytes = 0.0
     for pname in list(pops_t.data):
         _check_name(f"populations.{pname}", pname)
         pt = pops_t.sub(pname)
@@ -313,12 +302,10 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         pt.finish()
         _check_model_params(model, params, pt.key("params"))
         populations.append(PopulationSpec(pname, model_name, count, params))
-        mem_bytes += count * (len(model.variables) + 2) * 8 * 6  # state + RK4 stages + buffers
     pop_by_name = {p.name: p for p in populations}
 
     projections = []
     proj_t = top.sub("projections", {})
-    synapse_mem = 0.0
     for jname in list(proj_t.data):
         _check_name(f"projections.{jname}", jname)
         jt = proj_t.sub(jname)
@@ -365,13 +352,10 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         n_tgt = pop_by_name[tgt].count
         if rule == "bernoulli":
             conn = ConnectRule(rule, p=ct.number("p", lo=0.0, hi=1.0, fix="p is a probability: 0 <= p <= 1"))
-            mean_in = conn.p * n_src
         elif rule == "fixed_indegree":
             conn = ConnectRule(rule, indegree=ct.integer("indegree", lo=0, hi=n_src))
-            mean_in = conn.indegree
         elif rule == "all_to_all":
             conn = ConnectRule(rule)
-            mean_in = n_src
         else:
             pairs_raw = ct.raw("pairs")
             if not isinstance(pairs_raw, list):
@@ -384,20 +368,12 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
                                       "indices count from 0 within each population")
                 pairs.append((pair[0], pair[1]))
             conn = ConnectRule(rule, pairs=tuple(pairs))
-            mean_in = len(pairs) / max(n_tgt, 1)
         ct.finish()
         autapses = jt.boolean("allow_autapses", True)
         params = _param_table(jt, "params", syn.defaults, f"synapse model {syn_name!r}")
         jt.finish()
+        _check_model_params(syn, params, jt.key("params"))
         projections.append(ProjectionSpec(jname, src, tgt, syn_name, conn, weight, wkey, delay, autapses, params))
-        synapse_mem += mean_in * n_tgt * 24  # source id, weight, delay, plus the outgoing copy
-    mem_bytes += synapse_mem
-    available = _memory_available_bytes()
-    if mem_bytes > 0.8 * available and not os.environ.get("CLUSTER_SIM_SKIP_MEMORY_CHECK"):
-        biggest = max(populations, key=lambda p: p.count)
-        raise ConfigError(f"populations.{biggest.name}.count", biggest.count,
-                          f"the network needs about {mem_bytes / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available",
-                          "use fewer neurons or sparser connections, or split the run across ranks")
 
     stimuli = []
     stim_t = top.sub("stimuli", {})
@@ -476,10 +452,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         else:
             raise ConfigError(rt.key("neurons"), neurons_raw, "must be a count or a list of neuron indices", "write neurons = [0, 1, 2] or neurons = 5")
         sampling = rt.number("sampling_ms", integrator.dt_ms, lo=0.0, lo_open=True)
-        stride = sampling / integrator.dt_ms
-        if abs(stride - round(stride)) > 1e-6 or round(stride) < 1:
-            raise ConfigError(rt.key("sampling_ms"), sampling, f"must be a positive multiple of dt_ms = {integrator.dt_ms}",
-                              f"use sampling_ms = {max(1, round(stride)) * integrator.dt_ms:g}")
+        check_on_grid(rt.key("sampling_ms"), sampling, integrator.dt_ms, at_least_one=True)  # samples are taken at steps
         rt.finish()
         recordings.append(RecordingSpec(rname, pop, var, neurons, sampling))
 
@@ -492,5 +465,8 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
     out_t.finish()
     top.finish()
 
-    return JobSpec(name, simulation, integrator, engine, tuple(populations), tuple(projections),
+    spec = JobSpec(name, simulation, integrator, engine, tuple(populations), tuple(projections),
                    tuple(stimuli), tuple(recordings), output, raw=data)
+    check_bsp_grid(spec)
+    check_memory(spec)  # per rank, for the ranks this process was launched with
+    return spec

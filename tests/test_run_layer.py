@@ -183,3 +183,30 @@ sys.exit(main(["run", {str(small_cobahh)!r}, "--out", {str(out)!r}, "--duration"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert json.loads((out / "run.json").read_text())["status"] == "completed"
+
+
+def test_second_run_into_the_same_folder_is_refused(small_cobahh: Path, tmp_path: Path) -> None:
+    """Two runs started at once into one --out: the second exits 2 naming the holder; the first
+    completes. The same for two --resume of one folder."""
+    import subprocess
+    import sys
+    import time
+
+    from cluster_sim.record.lock import LOCK_NAME
+
+    out = tmp_path / "shared"
+    cli("run", str(small_cobahh), "--out", str(out), "--duration", "20", "--checkpoint-every", "10", "-q", check=True)
+    for extra in ([], ["--resume"]):
+        args = ["run", str(small_cobahh), "--out", str(out), "-q", "--duration", "150", *(extra or ["--overwrite"])]
+        first = subprocess.Popen([sys.executable, "-m", "cluster_sim.cli", *args], cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not (out / LOCK_NAME).exists() and time.time() < deadline:
+            time.sleep(0.02)
+        assert (out / LOCK_NAME).exists(), "the first run holds a lock while it runs"
+        second = cli(*args)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert str(first.pid) in second.stderr, second.stderr[-2000:]
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err[-2000:]
+        assert not (out / LOCK_NAME).exists(), "released at the end"

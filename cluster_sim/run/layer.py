@@ -39,11 +39,31 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
     out = Path(out_dir)
     size = comm.Get_size() if comm is not None else 1
     rank = comm.Get_rank() if comm is not None else 0
-    mode = spec.simulation.mode
     timers = Timers()
     timers.add("startup", startup_s)
     # Every input check happens before anything heavy is imported, identically on every rank.
     check(spec, size)
+    lock = None
+    if rank == 0:  # one run (or resume) at a time per output folder; the second is refused
+        from cluster_sim.record.lock import OutputLock
+
+        out.mkdir(parents=True, exist_ok=True)
+        lock = OutputLock(out, purpose="resume" if resume else "run").acquire()
+    try:
+        return _simulate_locked(spec, out, resume=resume, checkpoint_every_ms=checkpoint_every_ms, progress=progress,
+                                comm=comm, stop=stop, startup_s=startup_s, cpu_threads=cpu_threads, t_wall0=t_wall0,
+                                timers=timers)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every_ms: float | None, progress: bool | None,
+                     comm: Any, stop: StopRequest | None, startup_s: float, cpu_threads: int | None, t_wall0: float,
+                     timers: Timers) -> RunResult:
+    size = comm.Get_size() if comm is not None else 1
+    rank = comm.Get_rank() if comm is not None else 0
+    mode = spec.simulation.mode
     manifest = resume_manifest(spec, out, mode) if resume else None
     if manifest is not None:
         if rank == 0:
@@ -114,6 +134,7 @@ def simulate(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, checkp
         info = run_info(ctx, status, backend.simulated_ms(), per_rank, backend.summary(per_rank), startup_s)
         atomic_write_json(out / "run.json", info)
     return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK, info)
+
 
 
 def _backend(ctx: RunContext) -> Backend:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from cluster_sim.errors import ConfigError
+from cluster_sim.run.check import check
 from cluster_sim.spec import load_spec, parse_spec
-from cluster_sim.spec import memory
+from cluster_sim.run import memory
 from cluster_sim.spec.timing import communication_interval_ms
 from tests.conftest import ROOT, SMALL_COBAHH, cli
 
@@ -163,7 +164,7 @@ def test_times_off_the_dt_grid_are_refused_with_nearest_values(override: str, ke
     import tomllib
 
     with pytest.raises(ConfigError) as e:
-        parse_spec(tomllib.loads(SMALL_COBAHH), [override])
+        check(parse_spec(tomllib.loads(SMALL_COBAHH), [override]))
     assert e.value.key == key and f"= {nearest}" in str(e.value), str(e.value)
 
 
@@ -172,11 +173,25 @@ def test_stimulus_edges_on_the_grid_bsp_only() -> None:
 
     data = tomllib.loads(TINY + '\n[stimuli.s]\nwaveform = "step"\npopulations = "E"\namplitude_pA = 10.0\nstart_ms = 1.05\n')
     with pytest.raises(ConfigError) as e:
-        parse_spec(data)
+        check(parse_spec(data))
     assert e.value.key == "stimuli.s.start_ms" and "1 or 1.1" in str(e.value)
     spec = parse_spec(data, ['simulation.mode="async"', "simulation.duration_ms=6.05"])  # async has no dt grid
+    check(spec)
     assert spec.simulation.duration_ms == 6.05
-    assert parse_spec(data, ["stimuli.s.start_ms=1.1"]).stimuli[0].params["start_ms"] == 1.1
+    fixed = parse_spec(data, ["stimuli.s.start_ms=1.1"])
+    check(fixed)
+    assert fixed.stimuli[0].params["start_ms"] == 1.1
+
+
+def test_delays_on_the_dt_grid_in_bsp_only() -> None:
+    """BSP delivers at whole steps, so its delays are multiples of dt; async takes any delay > 0."""
+    import tomllib
+
+    data = tomllib.loads(SMALL_COBAHH)
+    with pytest.raises(ConfigError) as e:
+        check(parse_spec(data, ["projections.EE.delay_ms=0.7321"]))
+    assert e.value.key == "projections.EE.delay_ms" and "delay_ms = 0.7" in str(e.value)
+    check(parse_spec(data, ["projections.EE.delay_ms=0.7321", 'simulation.mode="async"', "recordings={}"]))
 
 
 def test_interval_of_a_spec() -> None:

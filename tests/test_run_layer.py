@@ -210,3 +210,18 @@ def test_second_run_into_the_same_folder_is_refused(small_cobahh: Path, tmp_path
         _, err = first.communicate(timeout=300)
         assert first.returncode == 0, err[-2000:]
         assert not (out / LOCK_NAME).exists(), "released at the end"
+
+
+def test_spec_parsing_is_inert_check_refuses() -> None:
+    """Parsing a spec computes nothing about the machine; the memory estimate is check's, per rank."""
+    import tomllib
+
+    from cluster_sim.errors import ConfigError
+    from cluster_sim.run.check import check
+    from cluster_sim.spec import parse_spec
+    from conftest import SMALL_COBAHH
+
+    spec = parse_spec(tomllib.loads(SMALL_COBAHH), ["populations.E.count=2000000000"])
+    with pytest.raises(ConfigError) as e:
+        check(spec, 1)
+    assert e.value.key == "populations.E.count" and "GiB" in str(e.value)

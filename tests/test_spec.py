@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster_sim.errors import ConfigError
+from cluster_sim.run.check import check
 from cluster_sim.spec import apply_overrides, load_spec, parse_spec
 from tests.conftest import JOBS, SMALL_COBAHH, cli
 
@@ -54,7 +55,7 @@ def test_bad_spec_is_rejected_with_key_value_and_fix(case: tuple, tmp_path: Path
     spec_path = tmp_path / "bad.toml"
     spec_path.write_text(_mutate(SMALL_COBAHH, old, new))
     with pytest.raises(ConfigError) as info:
-        load_spec(spec_path)
+        check(load_spec(spec_path))  # what every entry point does: parse, then check for the mode
     msg = str(info.value)
     assert info.value.key == key, msg
     assert words in msg, msg

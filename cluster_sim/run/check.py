@@ -19,7 +19,32 @@ def check(spec: JobSpec, ranks: int = 1) -> None:
         raise ConfigError("ranks", ranks, "must be at least 1", "launch with mpiexec -n N, N >= 1")
     if spec.simulation.mode == "async":
         _check_async(spec)
+    else:
+        _check_bsp(spec)
     _check_partition(spec, ranks)
+    from cluster_sim.run.memory import check_memory
+
+    check_memory(spec, ranks)  # per rank, with the rlimits and cgroup limits of this process
+
+
+def _check_bsp(spec: JobSpec) -> None:
+    """The BSP engine moves in whole steps of dt: delays, duration, interval, stimulus edges."""
+    from cluster_sim.models import get_synapse_model
+    from cluster_sim.spec.timing import check_bsp_grid
+
+    dt = spec.integrator.dt_ms
+    for proj in spec.projections:
+        if get_synapse_model(proj.synapse).kind != "event":
+            continue
+        key = f"projections.{proj.name}.delay_ms"
+        if proj.delay_ms < dt * 0.999999:
+            raise IncompatibleSolverError(key, proj.delay_ms, f"spike-triggered synapses need a delay of at least one step ({dt:g} ms)",
+                                          f"use delay_ms >= {dt:g}")
+        steps = proj.delay_ms / dt
+        if abs(steps - round(steps)) > 1e-6:
+            raise IncompatibleSolverError(key, proj.delay_ms, f"is not a multiple of dt_ms = {dt:g} (the BSP engine moves in whole steps)",
+                                          f"use delay_ms = {max(1, round(steps)) * dt:g}, or change dt_ms")
+    check_bsp_grid(spec)
 
 
 def _check_partition(spec: JobSpec, ranks: int) -> None:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cluster_sim.errors import ConfigError
-from cluster_sim.spec.memory import check_memory
-from cluster_sim.spec.timing import check_bsp_grid, check_on_grid
+from cluster_sim.spec.timing import check_on_grid
 
 METHODS = ("euler", "rk4", "exp_euler")
 PRECISIONS = ("float64", "float32")
@@ -335,15 +334,8 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
                               f"write {wkey} = ... (the unit is part of the key)")
         weight = jt.number(wkey, lo=0.0, fix="weights are magnitudes; the sign comes from the reversal potential")
         delay = jt.number("delay_ms", syn.default_delay_ms, lo=0.0, fix="delays cannot be negative; use delay_ms >= 0")
-        if syn.kind == "event":
-            if delay < integrator.dt_ms * 0.999999:
-                raise ConfigError(jt.key("delay_ms"), delay, f"spike-triggered synapses need a delay of at least one step ({integrator.dt_ms} ms)",
-                                  f"use delay_ms >= {integrator.dt_ms}")
-            steps = delay / integrator.dt_ms
-            if abs(steps - round(steps)) > 1e-6:
-                raise ConfigError(jt.key("delay_ms"), delay, f"is not a multiple of dt_ms = {integrator.dt_ms}",
-                                  f"use delay_ms = {round(steps) * integrator.dt_ms:g}")
-        elif delay != syn.default_delay_ms and not syn.accepts_delay:
+        # A spike-triggered delay is checked against the mode by run.check (on the dt grid in BSP).
+        if syn.kind != "event" and delay != syn.default_delay_ms and not syn.accepts_delay:
             raise ConfigError(jt.key("delay_ms"), delay, f"synapse {syn_name!r} couples in-step and has no delay",
                               "remove delay_ms from this projection")
         ct = jt.sub("connect")
@@ -467,6 +459,4 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
 
     spec = JobSpec(name, simulation, integrator, engine, tuple(populations), tuple(projections),
                    tuple(stimuli), tuple(recordings), output, raw=data)
-    check_bsp_grid(spec)
-    check_memory(spec)  # per rank, for the ranks this process was launched with
     return spec

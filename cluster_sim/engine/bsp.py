@@ -18,23 +18,12 @@ from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exc
 from cluster_sim.engine.integrators import STAGES
 from cluster_sim.engine.sources import local_sources, source_spikes
 from cluster_sim.errors import RunError
-from cluster_sim.models import get_synapse_model
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
 from cluster_sim.record import checkpoint as ckpt
 from cluster_sim.run.context import RunContext
 from cluster_sim.spec.schema import JobSpec
-
-
-def interval_steps(spec: JobSpec) -> int:
-    """Steps per communication interval: the minimum delay of the spike-triggered projections,
-    or ``engine.interval_ms`` when every coupling acts inside the step."""
-    dt = spec.integrator.dt_ms
-    delays = [round(p.delay_ms / dt) for p in spec.projections
-              if not isinstance(get_synapse_model(p.synapse), GradedKinetic)]
-    if delays:
-        return max(1, min(delays))
-    return max(1, int(round(spec.engine.interval_ms / dt)))
+from cluster_sim.spec.timing import interval_steps
 
 
 def make_exchange(spec: JobSpec, comm: Any, net: Network) -> Exchange:

@@ -69,7 +69,7 @@ def check_out_dir(out: Path, key: str = "--out", resume: bool = False) -> None:
             where = "is a file" if parent == out else f"is under {parent}, which is a file"
             raise ConfigError(key, str(out), f"{where}, not a folder", "give a folder path (it is created if missing)")
     if resume and not out.is_dir():
-        raise ConfigError(key, str(out), "does not exist, so there is nothing to resume",
+        raise ConfigError(key, str(out), "does not exist, so it holds no checkpoint to resume",
                           "give the --out folder of the run to continue, or drop --resume")
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,7 @@ def test_out_not_writable(tiny: Path, no_tf: dict) -> None:
 
 
 def test_resume_into_a_missing_folder(tiny: Path, tmp_path: Path, no_tf: dict) -> None:
-    _refused(cli("run", str(tiny), "--out", str(tmp_path / "nothing"), "--resume", env=no_tf), "nothing to resume")
+    _refused(cli("run", str(tiny), "--out", str(tmp_path / "nothing"), "--resume", env=no_tf), "no checkpoint to resume")
     assert not (tmp_path / "nothing").exists()
 
 

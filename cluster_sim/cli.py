@@ -44,12 +44,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cluster_sim.cli_checks import check_out_dir, checkpoint_every_ms, import_tensorflow, quiet_tensorflow
+    from cluster_sim.cli_checks import (check_out_dir, check_resume_duration, checkpoint_every_ms, import_tensorflow,
+                                        quiet_tensorflow)
 
     quiet_tensorflow(args.verbose)
     spec = _load(args)  # every input check happens here, before any compute
     out = Path(args.out or spec.output.dir)
     check_out_dir(out, "--out" if args.out else "output.dir", resume=args.resume)
+    if args.resume:
+        check_resume_duration(spec, out)
     checkpoint_every = checkpoint_every_ms(args.checkpoint_every, spec)
     if not args.resume and (out / "spikes.h5").exists() and not args.overwrite:
         raise ConfigError("--out", str(out), "already holds results",

@@ -104,3 +104,23 @@ def checkpoint_every_ms(value: float | None, spec: JobSpec) -> float:
               f"({interval:g} ms); checkpoints are written every {interval:g} ms", file=sys.stderr)
         return interval
     return every
+
+
+def check_resume_duration(spec: JobSpec, out: Path) -> None:
+    """A resume must not end before its checkpoint: the run would compute nothing and report a
+    longer simulation as "completed". Read from the manifest, before TensorFlow is imported.
+    (A missing or damaged manifest is reported by the resume itself.)"""
+    from cluster_sim.record.checkpoint import read_manifest
+
+    try:
+        manifest = read_manifest(out)
+    except (OSError, ValueError):
+        return
+    if not manifest or "simulated_ms" not in manifest:
+        return
+    done = float(manifest["simulated_ms"])
+    if spec.simulation.duration_ms < done - 1e-9:
+        raise ConfigError("simulation.duration_ms", spec.simulation.duration_ms,
+                          f"is shorter than the checkpoint in {out}, which is at {done:g} ms",
+                          f"resume with --duration >= {done:g} (the total simulated time), or run without --resume "
+                          f"into a new --out")

@@ -82,6 +82,15 @@ def check_out_dir(out: Path, key: str = "--out", resume: bool = False) -> None:
                           "choose a folder you can write to, or fix its permissions / free the disk") from e
 
 
+def _launch_rank() -> int:
+    """This process's rank from the launcher's environment (mpi4py is not imported yet)."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def checkpoint_every_ms(value: float | None, spec: JobSpec) -> float:
     """The checkpoint period to run with: ``--checkpoint-every`` (or the spec's
     ``output.checkpoint_every_ms``), refused when not a positive finite number, rounded up to
@@ -100,8 +109,9 @@ def checkpoint_every_ms(value: float | None, spec: JobSpec) -> float:
         return 0.0
     interval = communication_interval_ms(spec)
     if every < interval * (1 - 1e-9):
-        print(f"cluster-sim: {key} = {every:g} ms is shorter than one communication interval "
-              f"({interval:g} ms); checkpoints are written every {interval:g} ms", file=sys.stderr)
+        if _launch_rank() == 0:  # under MPI every rank gets here; one notice is enough
+            print(f"cluster-sim: {key} = {every:g} ms is shorter than one communication interval "
+                  f"({interval:g} ms); checkpoints are written every {interval:g} ms", file=sys.stderr)
         return interval
     return every
 

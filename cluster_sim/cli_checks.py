@@ -39,17 +39,19 @@ def import_tensorflow(verbose: bool) -> None:
     InitializeLog warning) removed unless ``verbose``: under MPI every rank prints them and they
     fill the log tail a failed job shows. Written at the file-descriptor level because they come
     from C++; every other line is passed on unchanged."""
-    if verbose:
-        import tensorflow  # noqa: F401
-        return
+    import importlib
     import tempfile
+
+    if verbose:
+        importlib.import_module("tensorflow")
+        return
 
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            importlib.import_module("tensorflow")
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -1,6 +1,6 @@
 """Checks of ``cluster-sim run`` arguments that need no spec field of their own: the output folder
 and ``--checkpoint-every``. Both run before TensorFlow is imported, so bad input costs
-milliseconds and exits 2."""
+milliseconds and exits 2. (The resume checks are the run layer's: ``run/resume.py``.)"""
 from __future__ import annotations
 
 import math
@@ -22,7 +22,7 @@ def check_out_dir(out: Path, key: str = "--out", resume: bool = False) -> None:
             where = "is a file" if parent == out else f"is under {parent}, which is a file"
             raise ConfigError(key, str(out), f"{where}, not a folder", "give a folder path (it is created if missing)")
     if resume and not out.is_dir():
-        raise ConfigError(key, str(out), "does not exist, so there is nothing to resume",
+        raise ConfigError(key, str(out), "does not exist, so it holds no checkpoint to resume",
                           "give the --out folder of the run to continue, or drop --resume")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -33,6 +33,15 @@ def check_out_dir(out: Path, key: str = "--out", resume: bool = False) -> None:
     except OSError as e:
         raise ConfigError(key, str(out), f"cannot be written ({e.strerror or e})",
                           "choose a folder you can write to, or fix its permissions / free the disk") from e
+
+
+def _launch_rank() -> int:
+    """This process's rank from the launcher's environment (mpi4py is not imported yet)."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def checkpoint_every_ms(value: float | None, spec: JobSpec) -> float:
@@ -53,7 +62,9 @@ def checkpoint_every_ms(value: float | None, spec: JobSpec) -> float:
         return 0.0
     interval = communication_interval_ms(spec)
     if every < interval * (1 - 1e-9):
-        print(f"cluster-sim: {key} = {every:g} ms is shorter than one communication interval "
-              f"({interval:g} ms); checkpoints are written every {interval:g} ms", file=sys.stderr)
+        if _launch_rank() == 0:  # under MPI every rank gets here; one notice is enough
+            print(f"cluster-sim: {key} = {every:g} ms is shorter than one communication interval "
+                  f"({interval:g} ms); checkpoints are written every {interval:g} ms", file=sys.stderr)
         return interval
     return every
+

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cluster_sim.errors import ConfigError
@@ -80,7 +79,7 @@ def test_out_not_writable(tiny: Path, no_tf: dict) -> None:
 
 
 def test_resume_into_a_missing_folder(tiny: Path, tmp_path: Path, no_tf: dict) -> None:
-    _refused(cli("run", str(tiny), "--out", str(tmp_path / "nothing"), "--resume", env=no_tf), "nothing to resume")
+    _refused(cli("run", str(tiny), "--out", str(tmp_path / "nothing"), "--resume", env=no_tf), "no checkpoint to resume")
     assert not (tmp_path / "nothing").exists()
 
 
@@ -92,7 +91,7 @@ def test_checkpoint_every_not_positive_finite(value: str, tiny: Path, tmp_path: 
              "--checkpoint-every", "positive, finite")
 
 
-def test_checkpoint_every_below_one_interval_rounds_up_and_tf_is_quiet(tiny: Path, tmp_path: Path) -> None:
+def test_checkpoint_every_below_one_interval_rounds_up_and_tf_is_quiet(tiny: Path, tmp_path: Path, no_tf: dict) -> None:
     """Below one interval used to round to zero: no checkpoint at all, silently. Also: the run's
     stderr carries none of TensorFlow's start-up lines (they are kept with --verbose)."""
     out = tmp_path / "o"
@@ -104,6 +103,11 @@ def test_checkpoint_every_below_one_interval_rounds_up_and_tf_is_quiet(tiny: Pat
     assert proc.stderr.strip().count("\n") == 0, proc.stderr  # the notice is the only line
     verbose = cli("run", str(tiny), "--out", str(tmp_path / "v"), "-q", "--verbose", check=True)
     assert len(verbose.stderr) > len(proc.stderr)
+    # 11: resuming with a duration shorter than the checkpoint computed nothing and said "completed"
+    at = json.loads((out / "checkpoint" / "manifest.json").read_text())["simulated_ms"]
+    assert at >= 2.0
+    refused = cli("run", str(tiny), "--out", str(out), "--resume", "--duration", "1", env=no_tf)
+    _refused(refused, "simulation.duration_ms", f"at {at:g} ms", f"--duration >= {at:g}")
 
 
 # -------------------------------------------------------------------------------- 9: not UTF-8

@@ -61,6 +61,29 @@ def test_mpi_run_is_sonata(job: Path, bsp_run: Path, tmp_path: Path) -> None:
     assert assert_sonata_readable(out) == assert_sonata_readable(bsp_run)
 
 
+def test_reports_keep_float64_precision_and_stay_sonata(tmp_path: Path) -> None:
+    """float32 ``data`` for SONATA readers; data + residual gives the float64 samples back."""
+    from cluster_sim.record.traces import TraceWriter, read_trace
+    from tests.sonata_check import check_report
+
+    x = np.random.default_rng(1).normal(-60.0, 10.0, (300, 4))
+    w = TraceWriter(tmp_path / "report_v.h5", "E", "v", np.array([3, 1, 2, 0]), 0.1, "mV")
+    w.add(x[:120])
+    w.flush()
+    w.add(x[120:])
+    w.close()
+    assert np.abs(x.astype(np.float32) - x).max() > 1e-6  # float32 alone would not do
+    _, ids, data = read_trace(tmp_path / "report_v.h5")
+    assert np.abs(data - x).max() < 1e-12 and list(ids) == [3, 1, 2, 0]
+    np.testing.assert_array_equal(check_report(tmp_path / "report_v.h5"), x.astype(np.float32))
+    lean = TraceWriter(tmp_path / "report_w.h5", "E", "v", np.array([0]), 0.1, "mV", full_precision=False)
+    lean.add(x[:, :1])
+    lean.close()
+    with h5py.File(tmp_path / "report_w.h5", "r") as f:
+        assert "data_residual" not in f["report/E"]
+    np.testing.assert_array_equal(read_trace(tmp_path / "report_w.h5")[2], x[:, :1].astype(np.float32))
+
+
 def test_checker_rejects_the_old_layout(tmp_path: Path) -> None:
     """The checker itself fails on what cluster-sim wrote before (string sorting, float64 data)."""
     with h5py.File(tmp_path / "spikes.h5", "w") as f:

@@ -2,6 +2,9 @@
 answer without communicating.
 
 Strategies (``engine.partition``):
+* ``auto`` (the default): ``components`` when the network has in-step (graded) couplings, else
+  ``block``; resolved when the spec is built, so ``spec.engine.partition`` and run.json name the
+  strategy actually used.
 * ``block``: each population is cut into ``size`` contiguous blocks; rank r gets block r of each.
 * ``round_robin``: neuron with global id g goes to rank g mod size.
 * ``components``: connectivity-aware for in-step (graded) couplings. Neurons tied together by
@@ -26,9 +29,17 @@ def _graded_projections(spec: JobSpec) -> list:
     return [p for p in spec.projections if isinstance(get_synapse_model(p.synapse), GradedKinetic)]
 
 
+def resolve_strategy(spec: JobSpec, strategy: str | None = None) -> str:
+    """The concrete strategy for ``strategy`` (default: the spec's); "auto" as described above."""
+    strategy = strategy or spec.engine.partition
+    if strategy == "auto":
+        return "components" if _graded_projections(spec) else "block"
+    return strategy
+
+
 def owner_of(spec: JobSpec, size: int, strategy: str | None = None) -> np.ndarray:
     """Rank of every global id (int32 array of length n_total)."""
-    strategy = strategy or spec.engine.partition
+    strategy = resolve_strategy(spec, strategy)
     layout = Layout.of(spec)
     n = layout.n_total
     if size == 1:
@@ -42,7 +53,7 @@ def owner_of(spec: JobSpec, size: int, strategy: str | None = None) -> np.ndarra
         return owner
     if strategy == "components":
         return _components(spec, layout, size)
-    raise ConfigError("engine.partition", strategy, "unknown partition strategy", "use block, round_robin or components")
+    raise ConfigError("engine.partition", strategy, "unknown partition strategy", "use auto, block, round_robin or components")
 
 
 def _components(spec: JobSpec, layout: Layout, size: int) -> np.ndarray:
@@ -99,7 +110,7 @@ def check_graded(spec: JobSpec, size: int, strategy: str | None = None) -> None:
     """Refuse a partition that cuts a graded (in-step) coupling, naming the projection."""
     if size == 1:
         return
-    strategy = strategy or spec.engine.partition
+    strategy = resolve_strategy(spec, strategy)
     owner = owner_of(spec, size, strategy)
     layout = Layout.of(spec)
     for proj in _graded_projections(spec):

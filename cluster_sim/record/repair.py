@@ -153,6 +153,9 @@ def repair_file(path: Path) -> FileRepair:
             result.rows_kept[f"spikes/{pop}"] = keep
         for pop, g in src.get("report", {}).items():
             keep = _readable_rows(g["data"])
+            if "data_residual" in g:  # the precision extension (record.traces) keeps the same rows
+                keep = min(keep, _readable_rows(g["data_residual"]))
+                limits[f"report/{pop}/data_residual"] = keep
             limits[f"report/{pop}/data"] = keep
             result.rows_kept[f"report/{pop}"] = keep
             result.rows_dropped[f"report/{pop}/data"] = g["data"].shape[0] - keep

@@ -3,7 +3,10 @@
 element_ids, time}`` with time = (start, stop, dt) in ms. Appended chunk by chunk (SWMR).
 
 ``data`` is float32, as SONATA readers (libsonata) require: 7 significant digits, about 1e-5 mV
-on a membrane potential, below any tolerance a comparison with an experiment needs."""
+on a membrane potential. So that float64 results stay available (reference comparisons check
+1e-6 mV), ``data_residual`` (float32, a cluster-sim extension that SONATA readers ignore) holds
+float32(sample - data): data + residual reconstructs each sample to ~1e-14 relative, in the
+8 bytes per sample a float64 ``data`` used to take. ``full_precision=False`` leaves it out."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,9 +18,12 @@ from cluster_sim.record import sonata
 from cluster_sim.record._h5 import append, appendable, copy_prefix
 
 
+RESIDUAL = "data_residual"
+
+
 class TraceWriter:
     def __init__(self, path: Path, population: str, variable: str, node_ids: np.ndarray, sampling_ms: float,
-                 unit: str, resume_rows: int | None = None) -> None:
+                 unit: str, resume_rows: int | None = None, full_precision: bool = True) -> None:
         self.path, self.pop, self.dt = Path(path), population, sampling_ms
         if resume_rows is None:
             tmp = self.path.with_suffix(".h5.tmp")
@@ -27,6 +33,9 @@ class TraceWriter:
                 ds = appendable(g, "data", sonata.REPORT_DTYPE, width=len(node_ids))
                 ds.attrs["units"] = unit
                 ds.attrs["variable_name"] = variable
+                if full_precision:
+                    res = appendable(g, RESIDUAL, sonata.REPORT_DTYPE, width=len(node_ids))
+                    res.attrs["description"] = "float64 sample = data + data_residual (cluster-sim extension)"
                 m = g.create_group("mapping")
                 m.create_dataset("node_ids", data=np.asarray(node_ids, sonata.NODE_ID_DTYPE))
                 m.create_dataset("index_pointers", data=np.arange(len(node_ids) + 1, dtype=np.uint64))
@@ -35,9 +44,10 @@ class TraceWriter:
                 tm.attrs["units"] = "ms"
             tmp.replace(self.path)
         else:
-            copy_prefix(self.path, {f"report/{population}/data": resume_rows})
+            copy_prefix(self.path, {f"report/{population}/{name}": resume_rows for name in ("data", RESIDUAL)})
         self.f = h5py.File(self.path, "r+", libver="latest")
         self.data = self.f[f"report/{population}/data"]
+        self.residual = self.f[f"report/{population}"].get(RESIDUAL)  # absent in files of older versions
         self.time = self.f[f"report/{population}/mapping/time"]
         self.f.swmr_mode = True
         self.rows = int(self.data.shape[0])
@@ -49,7 +59,11 @@ class TraceWriter:
 
     def flush(self) -> None:
         if self._pending:
-            block = np.concatenate(self._pending, axis=0).astype(sonata.REPORT_DTYPE)
+            full = np.concatenate(self._pending, axis=0).astype(np.float64)
+            block = full.astype(sonata.REPORT_DTYPE)
+            if self.residual is not None:
+                with np.errstate(invalid="ignore"):  # inf - inf in a blown-up run: NaN residual, data keeps inf
+                    append(self.residual, (full - block.astype(np.float64)).astype(sonata.REPORT_DTYPE))
             append(self.data, block)
             self.rows += block.shape[0]
             self._pending.clear()
@@ -68,5 +82,7 @@ def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pop = next(iter(f["report"]))
         g = f["report"][pop]
         data = g["data"][:].astype(np.float64)
+        if RESIDUAL in g:
+            data += np.nan_to_num(g[RESIDUAL][: data.shape[0]].astype(np.float64))
         start, _, dt = g["mapping/time"][:]
         return start + dt * np.arange(data.shape[0]), g["mapping/node_ids"][:], data

@@ -50,8 +50,9 @@ def resume_manifest(spec: JobSpec, out: Path, mode: str) -> dict[str, Any]:
     done = float(manifest.get("simulated_ms", 0.0))
     if spec.simulation.duration_ms < done - 1e-9:
         raise ConfigError("simulation.duration_ms", spec.simulation.duration_ms,
-                          f"is shorter than the {done:g} ms the checkpoint already holds",
-                          f"resume with --duration >= {done:g}, or start a new run in another --out")
+                          f"is shorter than the checkpoint in {out}, which is at {done:g} ms",
+                          f"resume with --duration >= {done:g} (the total simulated time), or run without --resume "
+                          "into a new --out")
     ckpt.remove_temporaries(out)
     return manifest
 

@@ -39,17 +39,19 @@ def import_tensorflow(verbose: bool | None = None) -> None:
     from C++; every other line is passed on unchanged."""
     if "tensorflow" in sys.modules:
         return
-    if _VERBOSE if verbose is None else verbose:
-        import tensorflow  # noqa: F401
-        return
+    import importlib
     import tempfile
+
+    if _VERBOSE if verbose is None else verbose:
+        importlib.import_module("tensorflow")
+        return
 
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            importlib.import_module("tensorflow")
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -6,6 +6,7 @@ line of the TOML file is wrong and what to write instead.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -19,7 +20,7 @@ MODES = ("bsp", "async")
 DEVICES = ("auto", "cpu", "gpu")
 RULES = ("bernoulli", "fixed_indegree", "list", "all_to_all")
 EXCHANGES = ("allgather", "alltoall")
-PARTITIONS = ("block", "round_robin", "components")
+PARTITIONS = ("auto", "block", "round_robin", "components")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class EngineSpec:
     jit_compile: bool = True
     interval_ms: float = 1.0  # used only when no projection has a delay (all couplings in-step)
     exchange: str = "allgather"
-    partition: str = "block"
+    partition: str = "auto"  # resolved by build_spec: "components" with in-step couplings, else "block"
     loop: str = "while"  # how the compiled interval iterates its steps: "while" or "scan"
     cpu_threads: int = 0  # TensorFlow intra-op threads per rank on CPU; 0 = automatic
 
@@ -277,7 +278,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         jit_compile=eng_t.boolean("jit_compile", True),
         interval_ms=eng_t.number("interval_ms", 1.0, lo=0.0, lo_open=True),
         exchange=eng_t.string("exchange", "allgather", choices=EXCHANGES),
-        partition=eng_t.string("partition", "block", choices=PARTITIONS),
+        partition=eng_t.string("partition", "auto", choices=PARTITIONS),
         loop=eng_t.string("loop", "while", choices=("while", "scan")),
         cpu_threads=eng_t.integer("cpu_threads", 0, lo=0, hi=4096),
     )
@@ -457,6 +458,11 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
     out_t.finish()
     top.finish()
 
+    if engine.partition == "auto":
+        # Graded (in-step) couplings must not be cut between ranks: keep their components
+        # together; without them contiguous blocks are cheapest. run.json reports the choice.
+        graded = any(get_synapse_model(j.synapse).kind == "graded" for j in projections)
+        engine = dataclasses.replace(engine, partition="components" if graded else "block")
     spec = JobSpec(name, simulation, integrator, engine, tuple(populations), tuple(projections),
                    tuple(stimuli), tuple(recordings), output, raw=data)
     return spec

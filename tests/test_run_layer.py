@@ -225,3 +225,31 @@ def test_spec_parsing_is_inert_check_refuses() -> None:
     with pytest.raises(ConfigError) as e:
         check(spec, 1)
     assert e.value.key == "populations.E.count" and "GiB" in str(e.value)
+
+
+def test_out_of_memory_says_so_with_the_estimate(small_cobahh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An allocation failure inside a backend becomes a RunError with the estimate and the fix."""
+    import cluster_sim.run.layer as layer
+    from cluster_sim.errors import RunError
+    from cluster_sim.spec import load_spec
+
+    class Exhausted:
+        mode = "bsp"
+
+        def __init__(self, ctx: object) -> None:
+            pass
+
+        def prepare(self) -> None:
+            pass
+
+        def run(self) -> str:
+            raise MemoryError("cannot allocate")
+
+        def simulated_ms(self) -> float:
+            return 0.0
+
+    monkeypatch.setattr(layer, "_backend", Exhausted)
+    with pytest.raises(RunError) as e:
+        layer.simulate(load_spec(small_cobahh), tmp_path / "oom", progress=False)
+    msg = str(e.value)
+    assert "out of memory" in msg and "GiB per rank" in msg and "SLURM --mem" in msg

@@ -113,6 +113,12 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
         try:
             status = backend.run()
             ctx.update_progress(backend.simulated_ms(), force=True)
+        except MemoryError as e:
+            raise _out_of_memory(spec, size) from e
+        except Exception as e:
+            if type(e).__name__ == "ResourceExhaustedError":  # TensorFlow's OOM (host or GPU)
+                raise _out_of_memory(spec, size) from e
+            raise
         finally:
             ctx.progress.close()
         if outputs is not None:
@@ -135,6 +141,13 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
         atomic_write_json(out / "run.json", info)
     return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK, info)
 
+
+
+def _out_of_memory(spec: JobSpec, size: int) -> Exception:
+    from cluster_sim.errors import RunError
+    from cluster_sim.run.memory import oom_message
+
+    return RunError(oom_message(spec, size))
 
 
 def _backend(ctx: RunContext) -> Backend:

@@ -253,3 +253,14 @@ def test_out_of_memory_says_so_with_the_estimate(small_cobahh: Path, tmp_path: P
         layer.simulate(load_spec(small_cobahh), tmp_path / "oom", progress=False)
     msg = str(e.value)
     assert "out of memory" in msg and "GiB per rank" in msg and "SLURM --mem" in msg
+
+
+def test_overwrite_drops_the_old_checkpoint(small_cobahh: Path, tmp_path: Path) -> None:
+    """--overwrite starts afresh: an older run's checkpoint cannot be resumed into the new files."""
+    out = tmp_path / "o"
+    cli("run", str(small_cobahh), "--out", str(out), "--duration", "30", "--checkpoint-every", "20", "-q", check=True)
+    assert (out / "checkpoint" / "manifest.json").exists()
+    cli("run", str(small_cobahh), "--out", str(out), "--duration", "10", "--overwrite", "-q", check=True)
+    assert not (out / "checkpoint").exists()
+    proc = cli("run", str(small_cobahh), "--out", str(out), "--duration", "30", "--resume", "-q")
+    assert proc.returncode == 2 and "no checkpoint to resume from" in proc.stderr, proc.stderr[-2000:]

@@ -71,8 +71,8 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
         for phase, sec in manifest.get("phases", {}).items():
             timers.add(phase, sec)
     ckpt_every = spec.output.checkpoint_every_ms if checkpoint_every_ms is None else checkpoint_every_ms
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    if rank == 0 and manifest is None:
+        _clear_previous_results(out)
     own_stop = stop is None  # a caller's handler (the CLI's) stays until its process ends
     stop = stop or StopRequest().install()
 
@@ -141,6 +141,17 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
         atomic_write_json(out / "run.json", info)
     return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK, info)
 
+
+
+def _clear_previous_results(out: Path) -> None:
+    """A fresh run (or --overwrite) must not leave an older run's checkpoint or run.json beside
+    its new files: a later --resume would continue the wrong run. The lock file stays."""
+    import shutil
+
+    from cluster_sim.record.checkpoint import checkpoint_dir
+
+    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    (out / "run.json").unlink(missing_ok=True)
 
 
 def _out_of_memory(spec: JobSpec, size: int) -> Exception:

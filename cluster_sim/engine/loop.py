@@ -22,7 +22,7 @@ from cluster_sim import __version__
 from cluster_sim.engine.delivery import RingBuffers, SpikeBatch
 from cluster_sim.engine.integrators import STAGES
 from cluster_sim.engine.stop import StopRequest
-from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exchange, LocalExchange
+from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exchange, HorovodExchange, LocalExchange
 from cluster_sim.errors import EXIT_CHECKPOINTED, EXIT_OK, ConfigError, RunError
 from cluster_sim.models import get_synapse_model, poisson
 from cluster_sim.models.synapses import GradedKinetic
@@ -152,6 +152,8 @@ def make_exchange(spec: JobSpec, comm: Any, net: Network) -> Exchange:
         return LocalExchange()
     if spec.engine.exchange == "allgather":
         return AllgatherExchange(comm)
+    if spec.engine.exchange == "horovod":
+        return HorovodExchange(comm)
     needed = [net.layout.gid(p.source, np.unique(p.src)) for p in net.projections
               if not isinstance(p.synapse, GradedKinetic)]
     local_gids = np.concatenate([net.layout.gid(name, pop.local) for name, pop in net.populations.items()])

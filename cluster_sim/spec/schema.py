@@ -18,8 +18,18 @@ PRECISIONS = ("float64", "float32")
 MODES = ("bsp", "async")
 DEVICES = ("auto", "cpu", "gpu")
 RULES = ("bernoulli", "fixed_indegree", "list", "all_to_all")
-EXCHANGES = ("allgather", "alltoall")
+EXCHANGES = ("allgather", "alltoall", "horovod")
 PARTITIONS = ("block", "round_robin", "components")
+
+
+def _check_exchange_available(exchange: str, key: str) -> None:
+    """horovod is optional and built by a script; say so before any compute."""
+    from cluster_sim.engine.exchange import horovod_available
+
+    if exchange == "horovod" and not horovod_available():
+        raise ConfigError(key, exchange, "horovod (with its TensorFlow extension) is not installed",
+                          "build it against this TensorFlow and MPI with `bash scripts/build_horovod.sh`, "
+                          "or use exchange = \"allgather\"")
 
 
 @dataclass(frozen=True)
@@ -293,6 +303,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         cpu_threads=eng_t.integer("cpu_threads", 0, lo=0, hi=4096),
     )
     eng_t.finish()
+    _check_exchange_available(engine.exchange, eng_t.key("exchange"))
 
     pops_t = top.sub("populations")
     if not pops_t.data:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,8 +93,6 @@ def test_checkpoint_moves_between_horovod_and_alltoall(first: str, then: str, co
 def test_horovodrun_two_ranks(cobahh_one_rank: Path, tmp_path: Path) -> None:
     horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).with_name("horovodrun"))
     out = tmp_path / "hr"
-    import subprocess
-
     proc = subprocess.run([horovodrun, "-np", "2", "--mpi", sys.executable, "-m", "cluster_sim.cli", "run",
                            str(JOBS / "cobahh.toml"), "--out", str(out), "-q", *COBAHH, HOROVOD],
                           capture_output=True, text=True, timeout=300, env=mpi_env(), cwd=Path(__file__).parents[1])

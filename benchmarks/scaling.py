@@ -29,10 +29,10 @@ def _mpiexec() -> str:
     return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
 
 
-def run(ranks: int, n_total: int, duration_ms: float, out: Path) -> dict:
+def run(ranks: int, n_total: int, duration_ms: float, out: Path, exchange: str = "alltoall") -> dict:
     e, i = int(n_total * 0.8), n_total - int(n_total * 0.8)
     args = ["run", str(ROOT / "jobs/cobahh.toml"), "--out", str(out), "-q", "--overwrite", f"--duration={duration_ms}",
-            f"--set=populations.E.count={e}", f"--set=populations.I.count={i}", '--set=engine.exchange="alltoall"']
+            f"--set=populations.E.count={e}", f"--set=populations.I.count={i}", f'--set=engine.exchange="{exchange}"']
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     if ranks == 1:
         cmd = [sys.executable, "-m", "cluster_sim.cli", *args]
@@ -51,7 +51,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--exchange-only", action="store_true", help="only the table of exchange backends")
     args = ap.parse_args()
+    if args.exchange_only:
+        exchange_table(4000 if args.quick else 16000, 200.0 if args.quick else 1000.0)
+        return
     duration = 200.0 if args.quick else 1000.0
     n_strong = 4000 if args.quick else 16000
     per_rank_weak = 2000 if args.quick else 8000
@@ -89,6 +93,26 @@ def main() -> None:
     (RESULTS / "scaling.json").write_text(json.dumps(rows, indent=2))
     _plot(rows, RESULTS / "scaling.png")
     print(f"\nwritten {RESULTS / 'scaling.json'} and {RESULTS / 'scaling.png'}")
+    exchange_table(n_strong, duration)
+
+
+def exchange_table(n_total: int, duration_ms: float) -> None:
+    """ms per exchange and share of the run phase for each backend on 2 ranks (horovod only
+    where it is installed: scripts/build_horovod.sh)."""
+    sys.path.insert(0, str(ROOT))
+    from cluster_sim.engine.exchange import horovod_available
+
+    backends = ["allgather", "alltoall"] + (["horovod"] if horovod_available() else [])
+    intervals = duration_ms / 1.0  # jobs/cobahh.toml: every delay is 1 ms, one exchange per ms
+    print(f"\nSpike exchange backends, COBAHH N={n_total}, 2 ranks, {duration_ms:g} ms ({intervals:g} exchanges)\n")
+    print("| backend | ms per exchange | exchange % of run | exchange+wait % of run | run s |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in backends:
+            r = run(2, n_total, duration_ms, Path(tmp) / name, exchange=name)
+            ex, wait = r["phases"]["exchange"], r["phases"]["wait"]
+            print(f"| {name} | {1000 * ex / intervals:.3f} | {100 * ex / r['run_s']:.1f} | "
+                  f"{100 * (ex + wait) / r['run_s']:.1f} | {r['run_s']:.2f} |")
 
 
 def _plot(rows: dict, path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cluster_sim.engine.delivery import RingBuffers, SpikeBatch
-from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exchange, LocalExchange
+from cluster_sim.engine.exchange import AllgatherExchange, AlltoallExchange, Exchange, HorovodExchange, LocalExchange
 from cluster_sim.engine.integrators import STAGES
 from cluster_sim.engine.sources import local_sources, source_spikes
 from cluster_sim.errors import RunError
@@ -31,6 +31,8 @@ def make_exchange(spec: JobSpec, comm: Any, net: Network) -> Exchange:
         return LocalExchange()
     if spec.engine.exchange == "allgather":
         return AllgatherExchange(comm)
+    if spec.engine.exchange == "horovod":
+        return HorovodExchange(comm)
     needed = [net.layout.gid(p.source, np.unique(p.src)) for p in net.projections
               if not isinstance(p.synapse, GradedKinetic)]
     local_gids = np.concatenate([net.layout.gid(name, pop.local) for name, pop in net.populations.items()])

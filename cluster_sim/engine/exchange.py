@@ -5,9 +5,15 @@ Backends (``engine.exchange``):
 * ``allgather``: MPI Allgatherv of every rank's spikes (NEURON's and NEST's classic scheme).
 * ``alltoall``: Alltoallv, each spike sent only to the ranks that host one of its targets
   (decided once at start-up from the local synapses).
+* ``horovod``: ``hvd.allgather`` of the spikes and ``hvd.allreduce`` of the stop flag, run as
+  TensorFlow graph ops between the compiled intervals (horovod ops cannot run inside
+  ``jit_compile`` functions). Optional: horovod is imported only when selected
+  (``scripts/build_horovod.sh`` builds it).
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -124,3 +130,68 @@ class AlltoallExchange(_MPIBase):
         rdispl = np.concatenate([[0], np.cumsum(recv_counts)[:-1]])
         self.comm.Alltoallv([send, send_counts, sdispl, self.MPI.INT64_T], [recv, recv_counts, rdispl, self.MPI.INT64_T])
         return _unpack(recv).sorted()
+
+
+def horovod_available() -> bool:
+    """True when horovod with its TensorFlow extension is installed. Looks at the files only:
+    importing horovod.tensorflow would load TensorFlow, and the core never imports horovod
+    unless the horovod backend runs."""
+    try:
+        found = importlib.util.find_spec("horovod")
+    except (ImportError, ValueError):
+        return False
+    if found is None or not found.submodule_search_locations:
+        return False
+    return any(any((Path(d) / "tensorflow").glob("mpi_lib*.so")) for d in found.submodule_search_locations)
+
+
+class HorovodExchange(_MPIBase):
+    """Spikes of an interval gathered with ``hvd.allgather``, the stop flag with
+    ``hvd.allreduce``. Start-up and end-of-run collectives (``gather``, ``barrier``) stay on
+    mpi4py: horovod runs inside the same MPI job (it joins the MPI that mpi4py initialised)."""
+
+    def __init__(self, comm: Any) -> None:
+        super().__init__(comm)
+        import horovod.tensorflow as hvd
+        import tensorflow as tf
+
+        if not hvd.mpi_built():
+            raise RuntimeError("engine.exchange = 'horovod': this horovod was built without MPI; "
+                               "rebuild it with `bash scripts/build_horovod.sh`")
+        hvd.init()
+        node_rank = comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+        ours = (self.rank, self.size, node_rank)
+        theirs = (hvd.rank(), hvd.size(), hvd.local_rank())
+        # Each rank checks alone, then all agree, so a mismatch on one rank stops every rank.
+        bad = self.comm.allreduce(int(ours != theirs), op=self.MPI.MAX)
+        if bad:
+            raise RuntimeError(f"engine.exchange = 'horovod': horovod sees (rank, size, local rank) = {theirs} "
+                               f"but MPI sees {ours} on this rank; horovod must be built against the MPI that "
+                               "launches the job (rebuild with scripts/build_horovod.sh in this environment)")
+        self._hvd, self._tf = hvd, tf
+
+        # Graph mode: one trace each, the same op names on every rank. Pinned to the host because
+        # the spikes arrive here as host arrays (see the README for GPU).
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.int64)])
+        def gather_spikes(rows: Any) -> Any:
+            with tf.device("/cpu:0"):
+                return hvd.allgather(rows, name="cluster_sim_spikes")
+
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.int32)])
+        def flag_sum(flag: Any) -> Any:
+            with tf.device("/cpu:0"):
+                return hvd.allreduce(flag, op=hvd.Sum, name="cluster_sim_stop")
+
+        self._gather_spikes, self._flag_sum = gather_spikes, flag_sum
+        # Trace both now (every rank builds its exchange at the same point), so the first
+        # interval's timers do not carry the tracing.
+        self.exchange(SpikeBatch.empty())
+        self.any_flag(False)
+
+    def exchange(self, local: SpikeBatch) -> SpikeBatch:
+        # gid, step and the float64 time's bits as int64 rows: the gather is exact.
+        rows = self._gather_spikes(_pack(local).reshape(-1, 3))
+        return _unpack(rows.numpy().reshape(-1)).sorted()
+
+    def any_flag(self, flag: bool) -> bool:
+        return int(self._flag_sum(np.array([int(flag)], np.int32)).numpy()[0]) > 0

@@ -21,10 +21,27 @@ def check(spec: JobSpec, ranks: int = 1) -> None:
         _check_async(spec)
     else:
         _check_bsp(spec)
+    _check_exchange(spec)
     _check_partition(spec, ranks)
     from cluster_sim.run.memory import check_memory
 
     check_memory(spec, ranks)  # per rank, with the rlimits and cgroup limits of this process
+
+
+def _check_exchange(spec: JobSpec) -> None:
+    """horovod is optional (built by a script) and a BSP collective; say so before any compute."""
+    if spec.engine.exchange != "horovod":
+        return
+    if spec.simulation.mode == "async":
+        raise IncompatibleSolverError("engine.exchange", "horovod",
+                                      "the asynchronous mode exchanges spikes point to point and has no collective "
+                                      "exchange to hand to horovod", 'use mode = "bsp" with horovod, or drop engine.exchange')
+    from cluster_sim.engine.exchange import horovod_available
+
+    if not horovod_available():
+        raise ConfigError("engine.exchange", "horovod", "horovod (with its TensorFlow extension) is not installed",
+                          "build it against this TensorFlow and MPI with `bash scripts/build_horovod.sh`, "
+                          'or use exchange = "allgather"')
 
 
 def _check_bsp(spec: JobSpec) -> None:

@@ -19,7 +19,7 @@ PRECISIONS = ("float64", "float32")
 MODES = ("bsp", "async")
 DEVICES = ("auto", "cpu", "gpu")
 RULES = ("bernoulli", "fixed_indegree", "list", "all_to_all")
-EXCHANGES = ("allgather", "alltoall")
+EXCHANGES = ("allgather", "alltoall", "horovod")
 PARTITIONS = ("auto", "block", "round_robin", "components")
 
 

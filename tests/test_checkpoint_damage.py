@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import cli
+from tests.conftest import cli
 from cluster_sim.record.spikes import read_spikes
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import JOBS, ROOT, cli
-from mpi_util import mpirun
+from tests.conftest import JOBS, ROOT, cli
+from tests.mpi_util import mpirun
 
 # (what is refused, job, extra arguments, ranks): every kind of refusal ``check`` makes.
 REFUSALS = [
@@ -219,7 +219,7 @@ def test_spec_parsing_is_inert_check_refuses() -> None:
     from cluster_sim.errors import ConfigError
     from cluster_sim.run.check import check
     from cluster_sim.spec import parse_spec
-    from conftest import SMALL_COBAHH
+    from tests.conftest import SMALL_COBAHH
 
     spec = parse_spec(tomllib.loads(SMALL_COBAHH), ["populations.E.count=2000000000"])
     with pytest.raises(ConfigError) as e:

@@ -1,5 +1,5 @@
 """Every file a run writes is read by libsonata, the reference SONATA reader, and by
-cluster-sim's own readers: BSP, MPI and resumed runs (async runs: tests/test_async.py)."""
+cluster-sim's own readers: BSP, async, MPI and resumed runs."""
 from __future__ import annotations
 
 import json
@@ -120,3 +120,12 @@ def test_to_neo_and_an_elephant_statistic(bsp_run: Path) -> None:
     np.testing.assert_allclose(cv_eleph[both], cv_ours[both], rtol=1e-6, atol=1e-9)
     hist = es.time_histogram(trains["E"], bin_size=5 * pq.ms)
     assert int(np.asarray(hist).sum()) == counts["E"]
+
+
+def test_async_run_is_sonata(job: Path, tmp_path: Path) -> None:
+    """The asynchronous mode writes through the same outputs: libsonata reads its files too."""
+    out = tmp_path / "async"
+    cli("run", str(job), "--out", str(out), "--duration", "20", "--mode", "async", "-q", "--set", "recordings={}", check=True)
+    counts = assert_sonata_readable(out)
+    info = json.loads((out / "run.json").read_text())
+    assert info["mode"] == "async" and sum(counts.values()) == info["n_spikes"] > 0

@@ -212,7 +212,7 @@ def cpus_per_task(site: SiteProfile, res: JobResources) -> int:
 
 
 def launch_prefix(site: SiteProfile, res: JobResources, container: Container | None) -> list[str]:
-    """srun/mpiexec words, the per-rank GPU pinning, then the container runtime."""
+    """srun/mpiexec words (with srun's GPU binding where the site asks for it), then the container runtime."""
     words: list[str] = []
     cpt = cpus_per_task(site, res)
     if site.launcher == "srun":
@@ -225,14 +225,26 @@ def launch_prefix(site: SiteProfile, res: JobResources, container: Container | N
     elif res.ranks > 1:
         raise ConfigError("site launcher", "none", f"cannot start {res.ranks} ranks",
                           "use a site with launcher = 'srun' or 'mpiexec'")
-    if res.gpus_per_node:
-        # One rank per GPU; set before Python (and TensorFlow) starts. The script is a constant.
-        words += ["bash", "-c",
-                  "export CUDA_VISIBLE_DEVICES=$(( ${SLURM_LOCALID:-${OMPI_COMM_WORLD_LOCAL_RANK:-0}} % "
-                  f"{res.gpus_per_node} )); exec \"$@\"", "cluster-sim-rank"]
+    if res.gpus_per_node and site.gpu_binding == "srun" and site.launcher == "srun":
+        # srun gives each task its own GPU; the engine then takes the only entry of its list.
+        words.append("--gpus-per-task=1")
+    # Otherwise CUDA_VISIBLE_DEVICES is left as SLURM set it: the engine picks its local rank's
+    # entry (cluster_sim.engine.device.gpu_for_local_rank). Overwriting it here with
+    # SLURM_LOCALID % G would name absolute GPUs the job may not own on nodes without cgroups.
     if container is not None:
         words += container.prefix()
     return words
+
+
+def run_args(run: RunCommand | None, res: JobResources) -> list[str]:
+    """``cluster-sim run`` options; a job that asks for GPUs demands one (--device gpu), so a rank
+    that sees none fails at once instead of silently completing on the CPU."""
+    if run is None:
+        return []
+    args = run.args()
+    if res.gpus_per_node and "--device" not in args:
+        args += ["--device", "gpu"]
+    return args
 
 
 def render(template: str, site: SiteProfile, res: JobResources, run: RunCommand | None, *,
@@ -261,7 +273,7 @@ def render(template: str, site: SiteProfile, res: JobResources, run: RunCommand 
         "container": container,
         "command": list(command),
         "spec": str(run.spec) if run else "",
-        "run_args": run.args() if run else [],
+        "run_args": run_args(run, res),
         "launch": launch_prefix(site, res, container),
         "nodes": res.nodes,
         "ranks_per_node": res.ranks_per_node,

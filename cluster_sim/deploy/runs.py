@@ -173,7 +173,7 @@ def submit_run(spec: Path, opts: SubmitOptions, *, dry_run: bool = False, runner
     manifest = {
         "schema": SCHEMA, "kind": "run", "name": name, "uuid": uid, "run_dir": str(run_dir),
         "created_utc": now_utc(), "site": opts.site.name, "spec_source": str(spec), "spec": "job.toml",
-        "script": "job.sbatch", "resources": asdict(opts.resources), "run_args": cmd.args(),
+        "script": "job.sbatch", "resources": asdict(opts.resources), "run_args": R.run_args(cmd, opts.resources),
         "container": str(opts.container) if opts.container else None, "payload": list(opts.payload),
         "jobs": [], "units": [{"unit": "run", "dir": ".", "job": None}],
     }

@@ -153,7 +153,7 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     write_atomic(run_dir / "job.sbatch", rendered.text)
     man = {"schema": SCHEMA, "kind": "sweep", "name": name, "uuid": uid, "run_dir": str(run_dir),
            "created_utc": now_utc(), "site": opts.site.name, "spec_source": str(spec), "spec": "job.toml",
-           "sweep": "sweep.toml", "script": "job.sbatch", "resources": asdict(res), "run_args": cmd.args(),
+           "sweep": "sweep.toml", "script": "job.sbatch", "resources": asdict(res), "run_args": R.run_args(cmd, res),
            "n_tasks": n, "container": str(opts.container) if opts.container else None,
            "payload": list(opts.payload), "jobs": [], "units": []}
     write_json(run_dir / MANIFEST, man)

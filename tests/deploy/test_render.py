@@ -62,11 +62,29 @@ def test_brahma_script_facts():
     assert f"#SBATCH --output={RUN_DIR}/logs/%x-%j.out\n" in text
     # srun gets --cpus-per-task explicitly (Slurm 22.05 does not inherit it), 48 cores / 2 GPUs.
     assert "srun --mpi=pmix --kill-on-bad-exit=1 --unbuffered --nodes=4 --ntasks-per-node=2 --cpus-per-task=24" in text
-    # GPU pinning from SLURM_LOCALID happens before python (inside the container) starts.
+    # SLURM's CUDA_VISIBLE_DEVICES is never overwritten by the script: the engine picks per rank.
+    assert "CUDA_VISIBLE_DEVICES" not in text and "SLURM_LOCALID" not in text
     launch = next(line for line in text.splitlines() if line.startswith("LAUNCH=("))
-    assert launch.index("CUDA_VISIBLE_DEVICES") < launch.index("singularity exec --nv --bind /scratch")
+    assert launch.endswith("singularity exec --nv --bind /scratch /scratch/alice/cluster-sim-gpu.sif )")
+    # A GPU job demands the GPU: a rank that sees none fails at once (exit 2), never runs on the CPU.
+    args = next(line for line in text.splitlines() if line.startswith("ARGS=("))
+    assert args.endswith(" --device gpu )")
     assert "module load openmpi/4.1.5 cuda/12.2 singularity" in text
     assert "CMD=( cluster-sim )" in text
+
+
+def test_cpu_job_does_not_demand_a_gpu():
+    assert "--device" not in generic_array_script()
+
+
+def test_srun_gpu_binding_where_the_site_says_so():
+    site = replace(load_site("generic"), gpu_binding="srun")
+    words = R.launch_prefix(site, R.JobResources(nodes=1, ranks_per_node=4, gpus_per_node=4), None)
+    assert "--gpus-per-task=1" in words and not any("CUDA_VISIBLE_DEVICES" in w for w in words)
+    assert "--gpus-per-task=1" not in R.launch_prefix(load_site("generic"), R.JobResources(ranks_per_node=4,
+                                                                                          gpus_per_node=4), None)
+    with pytest.raises(ConfigError, match="gpu_binding"):
+        replace(site, gpu_binding="cuda")
 
 
 def test_generic_uses_gpus_per_node():

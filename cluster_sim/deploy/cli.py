@@ -146,9 +146,17 @@ def cmd_cancel(ns: argparse.Namespace) -> int:
 def cmd_container_check(ns: argparse.Namespace) -> int:
     from cluster_sim.deploy.container import check_file
 
+    from cluster_sim.errors import ConfigError
+
+    args: dict[str, str] = {}
+    for a in ns.build_arg or []:
+        name, eq, val = a.partition("=")
+        if not eq or not name:
+            raise ConfigError("--build-arg", a, "is not NAME=VALUE", "e.g. --build-arg OMPI_VERSION=4.1.6")
+        args[name] = val
     bad = 0
     for f in ns.files:
-        r = check_file(f)
+        r = check_file(f, args)
         print(r.report())
         bad += not r.ok
     return EXIT_BAD_INPUT if bad else EXIT_OK
@@ -195,6 +203,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c = sub.add_parser("check", help="validate Apptainer definition files offline",
                        description="validate Apptainer definition files offline")
     c.add_argument("files", type=Path, nargs="+", help="definition files (.def)")
+    c.add_argument("--build-arg", action="append", metavar="NAME=VALUE",
+                   help="as for apptainer build: defines {{ NAME }} (repeatable)")
     c.set_defaults(func=cmd_container_check)
 
 

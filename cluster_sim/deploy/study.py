@@ -37,8 +37,9 @@ from typing import Any
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
+from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.runs import (CONSTRUCTION_PHASES, MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, status, validate_with_core,
+                                     now_utc, overall, read_run_json, safe_name, status,
                                      write_atomic, write_csv, write_json)
 from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
 from cluster_sim.errors import ConfigError
@@ -185,7 +186,9 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
         text = "".join(f"# ===== member {m.name} =====\n{r.text}" for m, r, _ in scripts)
         return Submitted(run_dir, text, [], True)
     if opts.validate and not opts.payload:
-        validate_with_core(spec, list(opts.sets) + list(members[0].sets))
+        # each member with its own --set values, mode and rank count
+        check_all(spec, [Variant(f"study member {m.name}", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
+                                 m.mode, m.ranks) for m in members])
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")
@@ -382,6 +385,9 @@ def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None
     agg = aggregate(rows, man.get("scaling", "strong"))
     write_csv(res / "scaling.csv", agg)
     pngs = plot(agg, res, man.get("scaling", "strong")) if agg else []
-    write_json(res / "summary.json", {"state": overall(sts.values()).value, "scaling": man.get("scaling"),
+    # The study's state is its members' state: the collect job running this is not a member (counting
+    # it made every summary say RUNNING).
+    member_sts = [s for s in sts.values() if s.unit != "collect"]
+    write_json(res / "summary.json", {"state": overall(member_sts).value, "scaling": man.get("scaling"),
                                       "members": len(rows), "aggregated": agg, "plots": [p.name for p in pngs]})
     return res

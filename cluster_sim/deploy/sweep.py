@@ -32,8 +32,9 @@ from typing import Any
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
+from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.runs import (MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, status, validate_with_core,
+                                     now_utc, overall, read_run_json, safe_name, status,
                                      write_atomic, write_csv, write_json)
 from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
 from cluster_sim.errors import ConfigError
@@ -141,7 +142,9 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     if dry_run:
         return Submitted(run_dir, rendered.text, [], True)
     if opts.validate and not opts.payload:
-        validate_with_core(spec, list(opts.sets) + tasks[0])
+        # every task, not just task 0: one bad combination would otherwise fail hours later
+        check_all(spec, [Variant(f"sweep task {i}", tuple(opts.sets) + tuple(t), opts.duration_ms, opts.mode, res.ranks)
+                         for i, t in enumerate(tasks)])
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")

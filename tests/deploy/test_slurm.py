@@ -191,6 +191,48 @@ def test_scaling_study_chain_and_collect_job(spec, runs_dir, payload, tmp_path):
     assert float(agg[0]["speedup_propagation"]) == 1.0 and float(agg[1]["propagation_mean_s"]) > 0
     for png in ("wall_time.png", "speedup.png", "efficiency.png", "rtf_phases.png"):
         assert (rd / "results" / png).stat().st_size > 1000
+    # written by the collect job itself: its own RUNNING state must not count (it said RUNNING forever)
+    summary = json.loads((rd / "results" / "summary.json").read_text())
+    assert summary["state"] == "COMPLETED", summary
+
+
+def _real_spec(tmp_path: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import SMALL_COBAHH
+
+    p = tmp_path / "cobahh.toml"
+    p.write_text(SMALL_COBAHH)
+    return p
+
+
+def _jobs_named(name: str) -> list[str]:
+    return subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
+
+
+def test_sweep_validates_every_task_before_sbatch(runs_dir, tmp_path):
+    """Task 2 of 3 has a bad value: exit 2 naming it, no run folder, no job (only task 0 was checked before)."""
+    spec = _real_spec(tmp_path)
+    sw = tmp_path / "sweep.toml"
+    sw.write_text(f'job = "{spec.name}"\nname = "h13-badsweep"\n[sweep]\n"integrator.dt_ms" = [0.1, 0.05, -1.0]\n')
+    cp = run_cs("sweep", sw, "--runs-dir", runs_dir, "--time", "00:02:00", "--cpus-per-task", "1")
+    assert cp.returncode == 2, cp.stdout + cp.stderr
+    assert "sweep task 2: integrator.dt_ms" in cp.stderr, cp.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+    assert _jobs_named("h13-badsweep") == []
+
+
+def test_study_validates_each_member_with_its_mode(runs_dir, tmp_path):
+    """float32 is fine for BSP but refused by the asynchronous mode: the async member fails submit."""
+    spec = _real_spec(tmp_path)
+    st = tmp_path / "study.toml"
+    st.write_text(f'name = "h13-badstudy"\njob = "{spec.name}"\nnodes = [1]\nranks_per_node = [1]\n'
+                  f'modes = ["bsp", "async"]\ntime = "00:02:00"\nexclusive = false\n'
+                  f'[set]\n"integrator.precision" = "float32"\n')
+    cp = run_cs("scale", st, "--runs-dir", runs_dir)
+    assert cp.returncode == 2, cp.stdout + cp.stderr
+    assert "study member n1r1-async-rep0: integrator.precision" in cp.stderr, cp.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+    assert _jobs_named("h13-badstudy-n1r1-bsp-rep0") == []
 
 
 # ---- requeue and resume ---------------------------------------------------------------------

@@ -164,7 +164,9 @@ def submit_run(spec: Path, opts: SubmitOptions, *, dry_run: bool = False, runner
     if dry_run:
         return Submitted(run_dir, rendered.text, [], True)
     if opts.validate and not opts.payload:
-        validate_with_core(spec, opts.sets)
+        from cluster_sim.deploy.spec_check import Variant, check_all
+
+        check_all(spec, [Variant("run", opts.sets, opts.duration_ms, opts.mode, opts.resources.ranks)])
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")
@@ -343,9 +345,18 @@ def flat_row(run: dict[str, Any] | None) -> dict[str, Any]:
     for k in SCALAR_KEYS:
         if k in run:
             row[k] = run[k]
+    # After requeues run.json's wall_seconds is the last incarnation only; studies use the total
+    # over all incarnations (wall_seconds_total, written by the engine), the last kept beside it.
+    if isinstance(run.get("wall_seconds_total"), (int, float)):
+        row["wall_seconds_last"] = run.get("wall_seconds", "")
+        row["wall_seconds"] = run["wall_seconds_total"]
+        row["restarts"] = run.get("restarts", "")
+    for pop, hz in sorted((run.get("rates_hz") or {}).items()):  # per-population rates, not only counts
+        if isinstance(hz, (int, float)):
+            row[f"rate_hz_{pop}"] = hz
     sim_s = float(run.get("simulated_ms") or 0) / 1000.0
-    if sim_s > 0 and isinstance(run.get("wall_seconds"), (int, float)):
-        row["real_time_factor"] = run["wall_seconds"] / sim_s
+    if sim_s > 0 and isinstance(row.get("wall_seconds"), (int, float)):
+        row["real_time_factor"] = row["wall_seconds"] / sim_s
     phases = {ph: sec for ph, sec in (run.get("phases") or {}).items() if isinstance(sec, (int, float))}
     for ph, sec in sorted(phases.items()):
         row[f"phase_{ph}"] = sec

@@ -368,3 +368,18 @@ def test_two_ranks_match_one_rank(runs_dir, engine_reference):
     run = json.loads((rd / "out" / "run.json").read_text())
     assert run.get("ranks") == 2, f"srun --ntasks-per-node=2 ran {run.get('ranks')} rank(s): MPI/PMIx not wired"
     assert read_spikes(rd / "out" / "spikes.h5") == engine_reference
+
+
+def test_status_imports_no_dask_or_tensorflow(spec, runs_dir, payload):
+    """`cluster-sim status` is called in loops: it must not pay for TensorFlow/dask/h5py imports."""
+    rd = submit(spec, "--time", "00:02:00", "--set", "fake.steps=1", runs_dir=runs_dir, payload=payload)
+    cmd = [sys.executable, "-X", "importtime", "-m", "cluster_sim.cli", "status", str(rd)]
+    t0 = time.perf_counter()
+    cp = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    wall = time.perf_counter() - t0
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in cp.stderr.splitlines() if line.startswith("import time:")}
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("tensorflow", "dask", "h5py", "matplotlib", "keras"))
+    assert not heavy, heavy
+    print(f"status wall {wall:.2f} s")  # ~0.4 s here; was ~3.7 s with dask/TensorFlow
+    wait_json(rd)

@@ -121,7 +121,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps({"run_dir": str(rd), "state": overall(sts).value,
                           "units": [{"unit": s.unit, "job_id": s.job_id, "state": s.state.value,
-                                     "exit_code": s.exit_code, "restarts": s.restarts, "source": s.source,
+                                     "exit_code": s.exit_code, "reason": s.reason, "restarts": s.restarts, "source": s.source,
                                      "log": str(s.log) if s.log else None, "log_tail": s.log_tail} for s in sts]},
                          indent=2))
     else:

@@ -14,21 +14,19 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import tomllib
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.sites import SiteProfile
 from cluster_sim.deploy.slurm import JobInfo, JobState, Runner, Watcher, _run, sbatch, scancel
-from cluster_sim.errors import ConfigError, JobFailedError
+from cluster_sim.errors import ConfigError, JobFailedError, SubmissionError
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -97,24 +95,6 @@ def load_spec(spec: Path) -> Path:
     return spec
 
 
-def validate_with_core(spec: Path, sets: Sequence[tuple[str, str]]) -> None:
-    """Run ``cluster-sim validate`` when the core CLI is available (exit 2 -> ConfigError)."""
-    import importlib.util
-
-    if importlib.util.find_spec("cluster_sim.cli") is None:
-        return
-    cmd = [sys.executable, "-m", "cluster_sim.cli", "validate", str(spec)]
-    for k, val in sets:
-        cmd += ["--set", f"{k}={val}"]
-    cp = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-    if cp.returncode == 2:
-        raise ConfigError("job spec", str(spec), "rejected by cluster-sim validate: "
-                          + (cp.stderr.strip() or cp.stdout.strip()).splitlines()[-1], "fix the spec or --set values")
-    if cp.returncode not in (0, 2):
-        raise ConfigError("job spec", str(spec), f"cluster-sim validate failed (exit {cp.returncode}): "
-                          + cp.stderr.strip()[-500:], "run it by hand to see why")
-
-
 # ---------------------------------------------------------------------------------------------
 # submit
 @dataclass(frozen=True)
@@ -142,6 +122,26 @@ class SubmitOptions:
 
     def command(self) -> list[str] | None:
         return list(self.payload) or None
+
+
+def sbatch_into(run_dir: Path, script: Path, submitted: list[str], *, runner: Runner = _run) -> str:
+    """sbatch one script of a new run folder. If sbatch refuses it, cancel what this submission
+    already queued (earlier study members) and remove the folder, so no half-submitted folder is
+    left for `status` to misreport; the error carries sbatch's message."""
+    try:
+        jid = sbatch(script, runner=runner)
+    except SubmissionError as e:
+        if submitted:
+            try:
+                scancel(submitted, runner=runner)
+            except SubmissionError:
+                pass  # best effort: the message below names what was queued
+        shutil.rmtree(run_dir, ignore_errors=True)
+        queued = f"cancelled the {len(submitted)} job(s) it had queued ({' '.join(submitted)})" if submitted \
+            else "nothing was queued"
+        raise SubmissionError(f"{e}; {queued} and removed {run_dir}") from e
+    submitted.append(jid)
+    return jid
 
 
 @dataclass
@@ -180,7 +180,7 @@ def submit_run(spec: Path, opts: SubmitOptions, *, dry_run: bool = False, runner
         "jobs": [], "units": [{"unit": "run", "dir": ".", "job": None}],
     }
     write_json(run_dir / MANIFEST, manifest)
-    job_id = sbatch(script, runner=runner)
+    job_id = sbatch_into(run_dir, script, [], runner=runner)
     manifest["jobs"] = [{"job_id": job_id, "role": "run", "script": "job.sbatch"}]
     manifest["units"] = [{"unit": "run", "dir": ".", "job": job_id}]
     write_json(run_dir / MANIFEST, manifest)
@@ -203,6 +203,7 @@ class UnitStatus:
     dir: Path
     log: Path | None
     log_tail: str = ""
+    reason: str = ""  # SLURM's pending reason (Dependency, BeginTime after a requeue, Resources, ...)
 
 
 def _exitcode_file(d: Path) -> tuple[int, bool] | None:
@@ -247,14 +248,16 @@ def status(run_dir: Path, *, watcher: Watcher | None = None, tail_lines: int = 2
     for u in us:
         info: JobInfo = infos[u["job"]]
         d = run_dir / u["dir"]
-        state, code = info.state, info.exit_code
+        # An exit code exists only once the job has ended (scontrol shows 0:0 while it pends or runs).
+        state, code = info.state, (info.exit_code if info.state.is_terminal else None)
         if state is JobState.UNKNOWN:  # scheduler forgot the job: the batch script's exitcode file
             ec = _exitcode_file(d)
             if ec is not None and not ec[1]:
                 state, code = (JobState.COMPLETED if ec[0] == 0 else JobState.FAILED), ec[0]
         log = find_log(run_dir, d, u["job"])
         out.append(UnitStatus(u["unit"], u["job"], state, code, info.restarts, info.source or "exitcode-file", d,
-                              log, tail(log, tail_lines) if state.is_failure else ""))
+                              log, tail(log, tail_lines) if state.is_failure else "",
+                              info.reason if state is JobState.PENDING and info.reason not in ("None", "(null)") else ""))
     return out
 
 
@@ -279,7 +282,8 @@ def format_status(run_dir: Path, sts: list[UnitStatus]) -> str:
     for s in sts:
         code = "" if s.exit_code is None else f" exit={s.exit_code}"
         rs = "" if not s.restarts else f" restarts={s.restarts}"
-        buf.write(f"  {s.unit:<24} job {s.job_id:<12} {s.state.value}{code}{rs}\n")
+        why = f" ({s.reason})" if s.reason else ""
+        buf.write(f"  {s.unit:<24} job {s.job_id:<12} {s.state.value}{why}{code}{rs}\n")
         if s.state.is_failure:
             buf.write(f"    log: {s.log or '(no log file found)'}\n")
             for line in s.log_tail.splitlines():

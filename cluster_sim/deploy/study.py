@@ -39,9 +39,9 @@ from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.runs import (CONSTRUCTION_PHASES, MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, status,
+                                     now_utc, overall, read_run_json, safe_name, sbatch_into, status,
                                      write_atomic, write_csv, write_json)
-from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
+from cluster_sim.deploy.slurm import Runner, Watcher, _run
 from cluster_sim.errors import ConfigError
 
 STUDY_KEYS = ("name", "job", "scaling", "nodes", "ranks_per_node", "gpus_per_node", "modes", "seeds", "seed_key",
@@ -200,6 +200,7 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
         "members": [asdict(m) for m in members], "jobs": [], "units": []}
     write_json(run_dir / MANIFEST, man)
     prev = ""
+    queued: list[str] = []
     for m, rendered, res in scripts:
         mdir = run_dir / "members" / m.name
         (mdir / "logs").mkdir(parents=True)
@@ -214,7 +215,7 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
                             command=opts.command(),
                             extra={"member": m.name, "mode": m.mode, "seed": m.seed, "repetition": m.repetition}).text
         write_atomic(mdir / "job.sbatch", text)
-        jid = sbatch(mdir / "job.sbatch", runner=runner)
+        jid = sbatch_into(run_dir, mdir / "job.sbatch", queued, runner=runner)
         prev = jid
         man["jobs"].append({"job_id": jid, "role": "member", "member": m.name, "script": f"members/{m.name}/job.sbatch"})
         man["units"].append({"unit": m.name, "dir": f"members/{m.name}", "job": jid})
@@ -231,7 +232,7 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     ctext = R.render("collect.sbatch.j2", site, cres, None, job_name=f"{st.name}-collect"[:100], run_dir=run_dir,
                      comment=f"cluster-sim-{uid}", command=ccmd).text
     write_atomic(run_dir / "collect.sbatch", ctext)
-    cid = sbatch(run_dir / "collect.sbatch", runner=runner)
+    cid = sbatch_into(run_dir, run_dir / "collect.sbatch", queued, runner=runner)
     man["jobs"].append({"job_id": cid, "role": "collect", "script": "collect.sbatch"})
     man["units"].append({"unit": "collect", "dir": "collect", "job": cid})
     write_json(run_dir / MANIFEST, man)

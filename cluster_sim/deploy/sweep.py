@@ -34,9 +34,9 @@ from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.runs import (MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, status,
+                                     now_utc, overall, read_run_json, safe_name, sbatch_into, status,
                                      write_atomic, write_csv, write_json)
-from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
+from cluster_sim.deploy.slurm import Runner, Watcher, _run
 from cluster_sim.errors import ConfigError
 
 SWEEP_KEYS = ("job", "combine", "max_parallel", "name", "set", "resources", "sweep")
@@ -160,7 +160,7 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
            "n_tasks": n, "container": str(opts.container) if opts.container else None,
            "payload": list(opts.payload), "jobs": [], "units": []}
     write_json(run_dir / MANIFEST, man)
-    job_id = sbatch(run_dir / "job.sbatch", runner=runner)
+    job_id = sbatch_into(run_dir, run_dir / "job.sbatch", [], runner=runner)
     man["jobs"] = [{"job_id": job_id, "role": "array", "script": "job.sbatch", "tasks": n}]
     man["units"] = [{"unit": f"task-{i}", "dir": f"tasks/{i}", "job": f"{job_id}_{i}"} for i in range(n)]
     write_json(run_dir / MANIFEST, man)

@@ -159,6 +159,11 @@ def test_dependency_chain(spec, runs_dir, payload):
     time.sleep(1.0)
     fb = scontrol_job(job_id(b))
     assert fb["JobState"] == "PENDING" and fb["Reason"] == "Dependency"
+    # status shows why it waits, and no exit code for a job that has not ended (scontrol says 0:0)
+    unit = status_json(b)["units"][0]
+    assert (unit["state"], unit["reason"], unit["exit_code"]) == ("PENDING", "Dependency", None), unit
+    text = run_cs("status", b).stdout
+    assert "PENDING (Dependency)" in text and "exit=" not in text, text
     assert wait_json(b)["state"] == "COMPLETED"
     fa, fb = scontrol_job(job_id(a)), scontrol_job(job_id(b))
     assert fb["StartTime"] >= fa["EndTime"]
@@ -368,6 +373,15 @@ def test_two_ranks_match_one_rank(runs_dir, engine_reference):
     run = json.loads((rd / "out" / "run.json").read_text())
     assert run.get("ranks") == 2, f"srun --ntasks-per-node=2 ran {run.get('ranks')} rank(s): MPI/PMIx not wired"
     assert read_spikes(rd / "out" / "spikes.h5") == engine_reference
+
+
+def test_refused_sbatch_leaves_no_folder(spec, runs_dir, payload):
+    cp = run_cs("submit", spec, "--runs-dir", runs_dir, *COMMON, "--payload", payload, "--time", "00:05:00",
+                "--partition", "h13nosuchpartition")
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "submission failed" in cp.stderr and "run failed" not in cp.stderr, cp.stderr
+    assert "h13nosuchpartition" in cp.stderr.lower() or "partition" in cp.stderr.lower(), cp.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir()), list(runs_dir.iterdir())
 
 
 def test_status_imports_no_dask_or_tensorflow(spec, runs_dir, payload):

@@ -120,7 +120,15 @@ def test_no_requeue_drops_signal():
     assert "--no-requeue" in lines and not any(x.startswith("--signal") for x in lines)
 
 
-@pytest.mark.parametrize("bad", ["1:2", "abc", "02:00:00; id", "-1"])
+@pytest.mark.parametrize("text,seconds", [("30", 1800), ("05:30", 330), ("1:2", 62), ("02:00:00", 7200),
+                                          ("1-12", 129600), ("1-12:30", 131400), ("2-00:00:05", 172805)])
+def test_every_slurm_time_format(text, seconds):
+    from cluster_sim.deploy import _validate as v
+
+    assert R.JobResources(time=text).time == text and v.time_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["abc", "02:00:00; id", "-1", "0", "00:00:00", "1-", "1:2:3:4", "1-2-3"])
 def test_bad_time(bad):
     with pytest.raises(ConfigError, match="--time"):
         R.JobResources(time=bad)

@@ -34,6 +34,10 @@ GRES_RE = re.compile(r"^[A-Za-z0-9_:.,-]{1,64}$")
 CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_&|,.:\[\]*-]{1,128}$")
 DEPENDENCY_RE = re.compile(r"^(?:after|afterany|afterok|afternotok|aftercorr|singleton)(?::\d+(?:_\d+)?)*"
                            r"(?:[,?](?:after|afterany|afterok|afternotok|aftercorr|singleton)(?::\d+(?:_\d+)?)*)*$")
+MEM_RE = re.compile(r"^\d+[KMGT]?$")
+MAIL_USER_RE = re.compile(r"^[A-Za-z0-9._%+-]+(?:@[A-Za-z0-9.-]+\.[A-Za-z]{2,})?$")
+MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
+              "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

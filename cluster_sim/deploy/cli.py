@@ -38,6 +38,12 @@ def _add_job_options(p: argparse.ArgumentParser, *, resources: bool = True) -> N
         ex = g.add_mutually_exclusive_group()
         ex.add_argument("--exclusive", dest="exclusive", action="store_true", default=None, help="whole nodes")
         ex.add_argument("--no-exclusive", dest="exclusive", action="store_false")
+    x = p.add_argument_group("scheduler pass-through (allow-listed; override the site profile)")
+    x.add_argument("--mem", default=None, help="memory per node, e.g. 64G")
+    x.add_argument("--qos", default=None, help="quality of service")
+    x.add_argument("--constraint", default=None, help="node features, e.g. 'a100&ib'")
+    x.add_argument("--mail-type", default=None, help="e.g. END,FAIL")
+    x.add_argument("--mail-user", default=None, help="address for --mail-type")
     r = p.add_argument_group("requeue")
     r.add_argument("--no-requeue", action="store_true", help="no --requeue/--signal (no checkpoint restart)")
     r.add_argument("--signal-seconds", type=int, default=None,
@@ -68,6 +74,7 @@ def _options(ns: argparse.Namespace, *, resources: bool = True) -> tuple[SubmitO
         kw["exclusive"] = ns.exclusive
     if kw.get("gpus_per_node") and "ranks_per_node" not in kw:
         kw["ranks_per_node"] = kw["gpus_per_node"]
+    kw.update({k: getattr(ns, k) for k in R.PASS_THROUGH if getattr(ns, k, None)})
     res = R.JobResources(**kw, requeue=not ns.no_requeue, signal_seconds=ns.signal_seconds,
                          max_requeues=ns.max_requeues)
     sets = tuple(v.parse_set(s) for s in ns.set)

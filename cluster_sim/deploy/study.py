@@ -173,7 +173,8 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
         res = R.JobResources(nodes=m.nodes, ranks_per_node=m.ranks_per_node,
                              gpus_per_node=m.ranks_per_node if st.gpus_per_node else 0, time=st.time,
                              partition=st.partition, account=st.account, exclusive=st.exclusive,
-                             signal_seconds=opts.resources.signal_seconds, max_requeues=opts.resources.max_requeues)
+                             signal_seconds=opts.resources.signal_seconds, max_requeues=opts.resources.max_requeues,
+                             **{k: getattr(opts.resources, k) for k in R.PASS_THROUGH})
         cmd = R.RunCommand(run_dir / "job.toml", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
                            st.checkpoint_every_ms or opts.checkpoint_every_ms, m.mode)
         rendered = R.render("member.sbatch.j2", opts.site, res, cmd, job_name=f"{st.name}-{m.name}"[:100],

@@ -221,3 +221,35 @@ def test_default_runs_dir(monkeypatch):
     assert str(default_runs_dir(load_site("param-brahma"))).endswith("/cluster-sim/runs")
     monkeypatch.setenv("CLUSTER_SIM_RUNS", "/data/runs")
     assert default_runs_dir(load_site("param-brahma")) == Path("/data/runs")
+
+
+def test_pass_through_options_override_the_site():
+    site = replace(load_site("generic"), sbatch=(("qos", "normal"),))
+    res = R.JobResources(mem="64G", qos="high", constraint="a100&ib", mail_type="END,FAIL", mail_user="ann@uni.example.org")
+    lines = R.directives(site, res, job_name="x", run_dir=RUN_DIR, log_name="x", comment="c")
+    for want in ("--mem=64G", "--qos=high", "--constraint=a100&ib", "--mail-type=END,FAIL",
+                 "--mail-user=ann@uni.example.org"):
+        assert want in lines, lines
+    assert "--qos=normal" not in lines
+
+
+@pytest.mark.parametrize("key,value,fix", [("mem", "64G; id", "64G"), ("qos", "a b", ""), ("constraint", "$(id)", "a100"),
+                                           ("mail_type", "END,SOMETIMES", "BEGIN"), ("mail_user", "a@b;id", "e-mail")])
+def test_pass_through_refuses_shell_text(key, value, fix):
+    with pytest.raises(ConfigError) as e:
+        R.JobResources(**{key: value})
+    assert "--" + key.replace("_", "-") in str(e.value) and fix in str(e.value)
+
+
+def test_cli_pass_through_in_dry_run(tmp_path):
+    from deploy_helpers import run_cs
+
+    spec = tmp_path / "j.toml"
+    spec.write_text('name = "x"\n')
+    cp = run_cs("submit", spec, "--dry-run", "--no-validate", "--runs-dir", tmp_path / "runs", "--mem", "4G",
+                "--mail-type", "FAIL", "--mail-user", "ann", "--time", "1-12")
+    assert cp.returncode == 0, cp.stderr
+    assert "#SBATCH --mem=4G\n" in cp.stdout and "#SBATCH --mail-type=FAIL\n" in cp.stdout
+    assert "#SBATCH --time=1-12\n" in cp.stdout
+    cp = run_cs("submit", spec, "--dry-run", "--no-validate", "--runs-dir", tmp_path / "runs", "--mem", "4G'; id")
+    assert cp.returncode == 2 and "--mem" in cp.stderr

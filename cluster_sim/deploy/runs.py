@@ -161,12 +161,13 @@ def submit_run(spec: Path, opts: SubmitOptions, *, dry_run: bool = False, runner
     rendered = R.render("run.sbatch.j2", opts.site, opts.resources, cmd, job_name=name, run_dir=run_dir,
                         comment=f"cluster-sim-{uid}", container=opts.container_obj(must_exist=not dry_run),
                         command=opts.command())
-    if dry_run:
-        return Submitted(run_dir, rendered.text, [], True)
+    # a dry run refuses what a real submit would refuse
     if opts.validate and not opts.payload:
         from cluster_sim.deploy.spec_check import Variant, check_all
 
         check_all(spec, [Variant("run", opts.sets, opts.duration_ms, opts.mode, opts.resources.ranks)])
+    if dry_run:
+        return Submitted(run_dir, rendered.text, [], True)
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")

@@ -139,12 +139,13 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     rendered = R.render("array.sbatch.j2", opts.site, res, cmd, job_name=name, run_dir=run_dir,
                         comment=f"cluster-sim-{uid}", container=opts.container_obj(must_exist=not dry_run),
                         command=opts.command())
-    if dry_run:
-        return Submitted(run_dir, rendered.text, [], True)
+    # a dry run refuses what a real submit would refuse
     if opts.validate and not opts.payload:
         # every task, not just task 0: one bad combination would otherwise fail hours later
         check_all(spec, [Variant(f"sweep task {i}", tuple(opts.sets) + tuple(t), opts.duration_ms, opts.mode, res.ranks)
                          for i, t in enumerate(tasks)])
+    if dry_run:
+        return Submitted(run_dir, rendered.text, [], True)
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")

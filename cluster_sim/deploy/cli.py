@@ -150,6 +150,38 @@ def cmd_cancel(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_logs(ns: argparse.Namespace) -> int:
+    from cluster_sim.deploy import browse
+
+    rd = _run_dir(ns.run)
+    picked = browse.pick_units(rd, ns.task)
+    if ns.follow:
+        if len(picked) != 1:
+            raise ConfigError("--follow", True, f"follows one unit; {rd} has {len(picked)}", "add --task N")
+        u = picked[0]
+        w = browse.Watcher()
+        browse.follow(lambda: browse.log_of(rd, u), sys.stdout,
+                      done=lambda: w.query([u["job"]])[u["job"]].state.is_terminal)
+        return EXIT_OK
+    for u in picked:
+        log = browse.log_of(rd, u)
+        if len(picked) > 1:
+            print(f"===== {u['unit']} (job {u['job']}): {log or 'no log yet'} =====")
+        if log is not None:
+            sys.stdout.write(log.read_text(encoding="utf-8", errors="replace"))
+        elif len(picked) == 1:
+            print(f"no log yet for {u['unit']} (job {u['job']}): it has not started", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_runs(ns: argparse.Namespace) -> int:
+    from cluster_sim.deploy import browse
+
+    runs_dir = ns.runs_dir or default_runs_dir(load_site(ns.site))
+    sys.stdout.write(browse.format_runs(browse.list_runs(runs_dir)))
+    return EXIT_OK
+
+
 def cmd_container_check(ns: argparse.Namespace) -> int:
     from cluster_sim.deploy.container import check_file
 
@@ -187,6 +219,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--timeout", type=float, default=3600.0, help="with --wait: give up after this many seconds")
     p.add_argument("--tail", type=int, default=20, help="log lines shown for failed jobs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("logs", cmd_logs, "print a run folder's job logs (--follow: as they grow)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--task", default=None, help="one unit: array index, position or unit name")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+
+    p = add("runs", cmd_runs, "list run folders with their state")
+    p.add_argument("--runs-dir", type=Path, default=None, help="default: $CLUSTER_SIM_RUNS, the site's scratch, ./runs")
+    p.add_argument("--site", default="local", help="site profile (for its scratch)")
 
     p = add("collect", cmd_collect, "gather results and timers into RUN/results (CSV, JSON, plots)")
     p.add_argument("run", type=Path, help="run folder")

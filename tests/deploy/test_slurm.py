@@ -144,6 +144,9 @@ def test_array_sweep_and_collect(spec, runs_dir, payload, tmp_path):
         assert (rd / "tasks" / str(i) / "provenance" / "restart-0" / "env.txt").is_file()
     jid = job_id(rd)
     assert sorted(p.name.split("-")[-1] for p in (rd / "logs").glob("*.out")) == [f"{jid}_{i}.out" for i in range(3)]
+    one = run_cs("logs", rd, "--task", "1")  # one array task's log, not the others'
+    assert one.returncode == 0 and one.stdout.count("run exited with status 0") == 1, one.stdout + one.stderr
+    assert run_cs("logs", rd).stdout.count("run exited with status 0") == 3
     run_cs("collect", rd, check=True)
     rows = list(csv.DictReader((rd / "results" / "summary.csv").open()))
     assert [r["stimuli.odor.amplitude_uA_cm2"] for r in rows] == ["0.5", "1", "2"]
@@ -397,3 +400,16 @@ def test_status_imports_no_dask_or_tensorflow(spec, runs_dir, payload):
     assert not heavy, heavy
     print(f"status wall {wall:.2f} s")  # ~0.4 s here; was ~3.7 s with dask/TensorFlow
     wait_json(rd)
+
+
+def test_logs_follow_and_runs_list(spec, runs_dir, payload, tmp_path):
+    rd = submit(spec, "--time", "00:02:00", "--set", "fake.steps=6", "--set", "fake.step_s=0.2", runs_dir=runs_dir,
+                payload=payload)
+    cp = run_cs("logs", rd, "--follow", timeout=120)  # returns once the job has ended
+    assert cp.returncode == 0, cp.stderr
+    assert "[cluster-sim] job " in cp.stdout and "run exited with status 0" in cp.stdout, cp.stdout
+    cp = run_cs("runs", "--runs-dir", runs_dir)
+    assert cp.returncode == 0 and str(rd) in cp.stdout, cp.stdout + cp.stderr
+    row = next(line for line in cp.stdout.splitlines() if str(rd) in line)
+    assert row.split()[:2] == ["COMPLETED", "run"], row
+    assert run_cs("logs", rd, "--task", "7").returncode == 2

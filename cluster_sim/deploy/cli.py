@@ -14,7 +14,7 @@ from typing import Callable
 
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.runs import (SubmitOptions, Submitted, cancel, collect, default_runs_dir, format_status, overall,
-                                     status, submit_run, wait)
+                                     read_manifest, status, submit_run, wait)
 from cluster_sim.deploy.sites import load_site
 from cluster_sim.deploy import _validate as v
 from cluster_sim.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError, JobFailedError,
@@ -145,8 +145,20 @@ def cmd_collect(ns: argparse.Namespace) -> int:
 
 
 def cmd_cancel(ns: argparse.Namespace) -> int:
-    ids = cancel(_run_dir(ns.run))
+    rd = _run_dir(ns.run)
+    ids = cancel(rd)
     print(f"cancelled {' '.join(ids) or '(no jobs)'}")
+    if read_manifest(rd).get("kind") == "run":
+        print(f"continue it later from its checkpoint with: cluster-sim resubmit {rd} [--time HH:MM:SS]")
+    return EXIT_OK
+
+
+def cmd_resubmit(ns: argparse.Namespace) -> int:
+    from cluster_sim.deploy.resubmit import resubmit
+
+    rd = _run_dir(ns.run)
+    jid = resubmit(rd, time=ns.time)
+    print(f"resubmitted {rd} as job {jid} (resumes from its checkpoint, if any); follow it with: cluster-sim status {rd}")
     return EXIT_OK
 
 
@@ -219,6 +231,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--timeout", type=float, default=3600.0, help="with --wait: give up after this many seconds")
     p.add_argument("--tail", type=int, default=20, help="log lines shown for failed jobs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("resubmit", cmd_resubmit, "continue a cancelled/timed-out run folder from its checkpoint")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--time", default=None, help="new time limit (any sbatch form); default: the folder's")
 
     p = add("logs", cmd_logs, "print a run folder's job logs (--follow: as they grow)")
     p.add_argument("run", type=Path, help="run folder")

@@ -413,3 +413,26 @@ def test_logs_follow_and_runs_list(spec, runs_dir, payload, tmp_path):
     row = next(line for line in cp.stdout.splitlines() if str(rd) in line)
     assert row.split()[:2] == ["COMPLETED", "run"], row
     assert run_cs("logs", rd, "--task", "7").returncode == 2
+
+
+def test_cancelled_run_resubmits_from_its_checkpoint(spec, runs_dir, payload):
+    rd = submit(spec, "--time", "00:05:00", "--set", "fake.steps=40", "--set", "fake.step_s=0.1", runs_dir=runs_dir,
+                payload=payload)
+    first = job_id(rd)
+    wait_started(rd)
+    time.sleep(1.0)
+    cp = run_cs("cancel", rd, check=True)
+    assert f"cluster-sim resubmit {rd}" in cp.stdout  # the hint names the command
+    assert wait_json(rd, timeout=60)["state"] == "CANCELLED"
+    cp = run_cs("resubmit", rd, "--time", "4:00", check=True)
+    second = job_id(rd)
+    assert second != first and scontrol_job(second)["TimeLimit"] == "00:04:00"
+    st = wait_json(rd)
+    assert st["state"] == "COMPLETED" and st["units"][0]["job_id"] == second, (st, log_text(rd))
+    man = json.loads((rd / "manifest.json").read_text())
+    assert [j["job_id"] for j in man["jobs"]] == [first, second] and man["jobs"][1]["resubmit_of"] == first
+    argv = json.loads((rd / "out" / "argv.json").read_text())["argv"]
+    assert "--resume" in argv and "fake.steps=40" in argv  # same overrides, from the checkpoint
+    assert (rd / "provenance" / f"job-{first}" / "restart-0" / "host.txt").is_file()  # kept, not overwritten
+    assert (rd / "provenance" / "restart-0" / "host.txt").is_file()
+    assert run_cs("resubmit", rd).returncode == 2  # completed: nothing to continue

@@ -74,10 +74,10 @@ def main(argv: list[str]) -> int:
     env["device"] = device
     if os.environ.get("SLURM_LOCALID"):
         # the GPU the real engine would take (its one place that maps ranks to GPUs)
-        try:  # the device module moved to cluster_sim.runtime on main
-            from cluster_sim.runtime.device import gpu_for_local_rank
-        except ImportError:
+        try:
             from cluster_sim.engine.device import gpu_for_local_rank
+        except ImportError:  # the device module moved to cluster_sim.runtime on main
+            from cluster_sim.runtime.device import gpu_for_local_rank
 
         env["picked_gpu"] = gpu_for_local_rank(int(os.environ["SLURM_LOCALID"]), os.environ.get("CUDA_VISIBLE_DEVICES"),
                                                0, under_slurm=True)

@@ -190,7 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         _report(f"cluster-sim: error: {e}")
         status = EXIT_BAD_INPUT
-    except (RunError, SubmissionError, JobFailedError) as e:
+    except SubmissionError as e:  # sbatch/scancel refused: no run was started, so not "run failed"
+        _report(f"cluster-sim: submission failed: {e}")
+        status = EXIT_FAILED
+    except (RunError, JobFailedError) as e:
         _report(f"cluster-sim: run failed: {e}")
         status = EXIT_FAILED
     except KeyboardInterrupt:

@@ -19,12 +19,25 @@ MODULE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+/-]{0,127}$")
 SET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:(?:\.[A-Za-z0-9_]+)|(?:\[[0-9]+\]))*$")
 # Paths in #SBATCH lines and the script: absolute, no whitespace, no shell metacharacters.
 PATH_RE = re.compile(r"^/[A-Za-z0-9_.+@,=/-]*$")
-TIME_RE = re.compile(r"^(?:(\d+)-)?(\d{1,2}):(\d{2}):(\d{2})$|^(\d+)$")
+# Every sbatch --time form: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
+_TIME_FORMS = (
+    (re.compile(r"^(\d+)$"), ("m",)),
+    (re.compile(r"^(\d+):(\d{1,2})$"), ("m", "s")),
+    (re.compile(r"^(\d+):(\d{1,2}):(\d{1,2})$"), ("h", "m", "s")),
+    (re.compile(r"^(\d+)-(\d{1,2})$"), ("d", "h")),
+    (re.compile(r"^(\d+)-(\d{1,2}):(\d{1,2})$"), ("d", "h", "m")),
+    (re.compile(r"^(\d+)-(\d{1,2}):(\d{1,2}):(\d{1,2})$"), ("d", "h", "m", "s")),
+)
+_UNIT_S = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # GRES / constraint strings: gpu:a100:2, "skylake&ib"
 GRES_RE = re.compile(r"^[A-Za-z0-9_:.,-]{1,64}$")
 CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_&|,.:\[\]*-]{1,128}$")
 DEPENDENCY_RE = re.compile(r"^(?:after|afterany|afterok|afternotok|aftercorr|singleton)(?::\d+(?:_\d+)?)*"
                            r"(?:[,?](?:after|afterany|afterok|afternotok|aftercorr|singleton)(?::\d+(?:_\d+)?)*)*$")
+MEM_RE = re.compile(r"^\d+[KMGT]?$")
+MAIL_USER_RE = re.compile(r"^[A-Za-z0-9._%+-]+(?:@[A-Za-z0-9.-]+\.[A-Za-z]{2,})?$")
+MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
+              "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -86,20 +99,28 @@ def path(key: str, value: Path | str, *, must_exist: bool = False) -> Path:
     return p
 
 
+def _parse_time(value: str) -> int | None:
+    for rx, units in _TIME_FORMS:
+        m = rx.match(value)
+        if m:
+            return sum(int(x) * _UNIT_S[u] for x, u in zip(m.groups(), units))
+    return None
+
+
 def time_limit(key: str, value: object) -> str:
-    """SLURM time: [D-]HH:MM:SS or minutes; returns it unchanged."""
-    if not isinstance(value, str) or not TIME_RE.match(value):
-        raise ConfigError(key, value, "is not a SLURM time limit", "write HH:MM:SS, D-HH:MM:SS or minutes, e.g. 02:00:00")
-    return value
+    """A SLURM time limit in any sbatch form (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S), returned
+    unchanged (sbatch reads it); zero is refused (it would mean no time at all)."""
+    secs = _parse_time(value) if isinstance(value, str) else None
+    if not secs:
+        raise ConfigError(key, value, "is not a SLURM time limit",
+                          "write minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. 02:00:00 or 1-12")
+    return str(value)
 
 
 def time_seconds(value: str) -> int:
-    m = TIME_RE.match(value)
-    assert m is not None  # validated by time_limit
-    if m.group(5) is not None:
-        return int(m.group(5)) * 60
-    d, h, mi, s = (int(x) if x else 0 for x in m.group(1, 2, 3, 4))
-    return ((d * 24 + h) * 60 + mi) * 60 + s
+    secs = _parse_time(value)
+    assert secs is not None  # validated by time_limit
+    return secs
 
 
 def positive_int(key: str, value: object, *, minimum: int = 1, maximum: int = 1_000_000) -> int:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.runs import (SubmitOptions, Submitted, cancel, collect, default_runs_dir, format_status, overall,
-                                     status, submit_run, wait)
+                                     read_manifest, status, submit_run, wait)
 from cluster_sim.deploy.sites import load_site
 from cluster_sim.deploy import _validate as v
 from cluster_sim.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError, JobFailedError,
@@ -38,6 +38,12 @@ def _add_job_options(p: argparse.ArgumentParser, *, resources: bool = True) -> N
         ex = g.add_mutually_exclusive_group()
         ex.add_argument("--exclusive", dest="exclusive", action="store_true", default=None, help="whole nodes")
         ex.add_argument("--no-exclusive", dest="exclusive", action="store_false")
+    x = p.add_argument_group("scheduler pass-through (allow-listed; override the site profile)")
+    x.add_argument("--mem", default=None, help="memory per node, e.g. 64G")
+    x.add_argument("--qos", default=None, help="quality of service")
+    x.add_argument("--constraint", default=None, help="node features, e.g. 'a100&ib'")
+    x.add_argument("--mail-type", default=None, help="e.g. END,FAIL")
+    x.add_argument("--mail-user", default=None, help="address for --mail-type")
     r = p.add_argument_group("requeue")
     r.add_argument("--no-requeue", action="store_true", help="no --requeue/--signal (no checkpoint restart)")
     r.add_argument("--signal-seconds", type=int, default=None,
@@ -68,6 +74,7 @@ def _options(ns: argparse.Namespace, *, resources: bool = True) -> tuple[SubmitO
         kw["exclusive"] = ns.exclusive
     if kw.get("gpus_per_node") and "ranks_per_node" not in kw:
         kw["ranks_per_node"] = kw["gpus_per_node"]
+    kw.update({k: getattr(ns, k) for k in R.PASS_THROUGH if getattr(ns, k, None)})
     res = R.JobResources(**kw, requeue=not ns.no_requeue, signal_seconds=ns.signal_seconds,
                          max_requeues=ns.max_requeues)
     sets = tuple(v.parse_set(s) for s in ns.set)
@@ -121,7 +128,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps({"run_dir": str(rd), "state": overall(sts).value,
                           "units": [{"unit": s.unit, "job_id": s.job_id, "state": s.state.value,
-                                     "exit_code": s.exit_code, "restarts": s.restarts, "source": s.source,
+                                     "exit_code": s.exit_code, "reason": s.reason, "restarts": s.restarts, "source": s.source,
                                      "log": str(s.log) if s.log else None, "log_tail": s.log_tail} for s in sts]},
                          indent=2))
     else:
@@ -138,17 +145,69 @@ def cmd_collect(ns: argparse.Namespace) -> int:
 
 
 def cmd_cancel(ns: argparse.Namespace) -> int:
-    ids = cancel(_run_dir(ns.run))
+    rd = _run_dir(ns.run)
+    ids = cancel(rd)
     print(f"cancelled {' '.join(ids) or '(no jobs)'}")
+    if read_manifest(rd).get("kind") == "run":
+        print(f"continue it later from its checkpoint with: cluster-sim resubmit {rd} [--time HH:MM:SS]")
+    return EXIT_OK
+
+
+def cmd_resubmit(ns: argparse.Namespace) -> int:
+    from cluster_sim.deploy.resubmit import resubmit
+
+    rd = _run_dir(ns.run)
+    jid = resubmit(rd, time=ns.time)
+    print(f"resubmitted {rd} as job {jid} (resumes from its checkpoint, if any); follow it with: cluster-sim status {rd}")
+    return EXIT_OK
+
+
+def cmd_logs(ns: argparse.Namespace) -> int:
+    from cluster_sim.deploy import browse
+
+    rd = _run_dir(ns.run)
+    picked = browse.pick_units(rd, ns.task)
+    if ns.follow:
+        if len(picked) != 1:
+            raise ConfigError("--follow", True, f"follows one unit; {rd} has {len(picked)}", "add --task N")
+        u = picked[0]
+        w = browse.Watcher()
+        browse.follow(lambda: browse.log_of(rd, u), sys.stdout,
+                      done=lambda: w.query([u["job"]])[u["job"]].state.is_terminal)
+        return EXIT_OK
+    for u in picked:
+        log = browse.log_of(rd, u)
+        if len(picked) > 1:
+            print(f"===== {u['unit']} (job {u['job']}): {log or 'no log yet'} =====")
+        if log is not None:
+            sys.stdout.write(log.read_text(encoding="utf-8", errors="replace"))
+        elif len(picked) == 1:
+            print(f"no log yet for {u['unit']} (job {u['job']}): it has not started", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_runs(ns: argparse.Namespace) -> int:
+    from cluster_sim.deploy import browse
+
+    runs_dir = ns.runs_dir or default_runs_dir(load_site(ns.site))
+    sys.stdout.write(browse.format_runs(browse.list_runs(runs_dir)))
     return EXIT_OK
 
 
 def cmd_container_check(ns: argparse.Namespace) -> int:
     from cluster_sim.deploy.container import check_file
 
+    from cluster_sim.errors import ConfigError
+
+    args: dict[str, str] = {}
+    for a in ns.build_arg or []:
+        name, eq, val = a.partition("=")
+        if not eq or not name:
+            raise ConfigError("--build-arg", a, "is not NAME=VALUE", "e.g. --build-arg OMPI_VERSION=4.1.6")
+        args[name] = val
     bad = 0
     for f in ns.files:
-        r = check_file(f)
+        r = check_file(f, args)
         print(r.report())
         bad += not r.ok
     return EXIT_BAD_INPUT if bad else EXIT_OK
@@ -173,6 +232,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--tail", type=int, default=20, help="log lines shown for failed jobs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = add("resubmit", cmd_resubmit, "continue a cancelled/timed-out run folder from its checkpoint")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--time", default=None, help="new time limit (any sbatch form); default: the folder's")
+
+    p = add("logs", cmd_logs, "print a run folder's job logs (--follow: as they grow)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--task", default=None, help="one unit: array index, position or unit name")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+
+    p = add("runs", cmd_runs, "list run folders with their state")
+    p.add_argument("--runs-dir", type=Path, default=None, help="default: $CLUSTER_SIM_RUNS, the site's scratch, ./runs")
+    p.add_argument("--site", default="local", help="site profile (for its scratch)")
+
     p = add("collect", cmd_collect, "gather results and timers into RUN/results (CSV, JSON, plots)")
     p.add_argument("run", type=Path, help="run folder")
 
@@ -195,6 +267,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     c = sub.add_parser("check", help="validate Apptainer definition files offline",
                        description="validate Apptainer definition files offline")
     c.add_argument("files", type=Path, nargs="+", help="definition files (.def)")
+    c.add_argument("--build-arg", action="append", metavar="NAME=VALUE",
+                   help="as for apptainer build: defines {{ NAME }} (repeatable)")
     c.set_defaults(func=cmd_container_check)
 
 

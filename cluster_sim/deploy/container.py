@@ -19,7 +19,12 @@ HEADER_KEYS = ("bootstrap", "from", "stage", "osversion", "mirrorurl", "include"
 SECTIONS = ("setup", "files", "environment", "post", "runscript", "startscript", "test", "labels", "help",
             "arguments", "app", "appinstall", "appenv", "apprun", "applabels", "appfiles", "apphelp", "apptest",
             "appstart")
-REQUIRED = ("post", "environment", "runscript", "test", "labels")
+# Apptainer requires no section; an image without these is legal but hard to use or to trust,
+# so their absence is a warning, never an error.
+RECOMMENDED = ("post", "runscript", "test", "labels")
+# Build-time variables ({{ NAME }}): defined in %arguments or by `apptainer build --build-arg`.
+_BUILD_VAR_RE = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Labels that must carry a version number.
 VERSION_LABELS = ("org.opencontainers.image.version",)
 VERSION_RE = re.compile(r"\d+\.\d+")
@@ -49,7 +54,9 @@ class CheckResult:
 _SECTION_RE = re.compile(r"^%([A-Za-z]+)\b(.*)$")
 
 
-def check_text(text: str, path: Path = Path("<string>")) -> CheckResult:
+def check_text(text: str, path: Path = Path("<string>"), build_args: dict[str, str] | None = None) -> CheckResult:
+    """Check a definition's text; ``build_args`` are what ``--build-arg NAME=VALUE`` would give."""
+    build_args = build_args or {}
     r = CheckResult(path)
     lines = text.splitlines()
     header: dict[str, tuple[int, str]] = {}
@@ -85,7 +92,7 @@ def check_text(text: str, path: Path = Path("<string>")) -> CheckResult:
             r.errors.append(f"line {ln}: 'Bootstrap:' must be the first header line")
         if agent not in AGENTS:
             r.errors.append(f"line {ln}: unknown bootstrap agent {agent!r} (known: {', '.join(AGENTS)})")
-        elif agent in NEEDS_FROM and not header.get("from", (0, ""))[1]:
+        elif agent.lower() in NEEDS_FROM and not header.get("from", (0, ""))[1]:
             r.errors.append(f"line {ln}: Bootstrap: {agent} needs a 'From:' line (e.g. From: tensorflow/tensorflow:2.16.1-gpu)")
         elif agent == "scratch" and "from" in header:
             r.warnings.append("Bootstrap: scratch ignores From:")
@@ -113,18 +120,23 @@ def check_text(text: str, path: Path = Path("<string>")) -> CheckResult:
         elif current:
             body[current].append(raw)
     r.sections = list(seen)
-    for req in REQUIRED:
-        if req not in seen:
-            r.errors.append(f"missing required section %{req}")
-        elif not any(ln.strip() and not ln.strip().startswith("#") for ln in body.get(req, [])):
-            r.errors.append(f"section %{req} (line {seen[req]}) is empty")
+    for rec in RECOMMENDED:
+        if rec not in seen:
+            r.warnings.append(f"no %{rec} section (optional, but recommended for a cluster image)")
+    for name, first in seen.items():
+        if not any(ln.strip() and not ln.strip().startswith("#") for ln in body.get(name, [])):
+            r.warnings.append(f"section %{name} (line {first}) is empty")
+    values = {**_arguments(body.get("arguments", [])), **build_args}
+    _check_build_vars(r, lines, values, body.get("arguments", []))
     # Labels: "key value" per line; versions required.
     for ln in body.get("labels", []):
         s = ln.strip()
         if not s or s.startswith("#"):
             continue
         parts = s.split(None, 1)
-        r.labels[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+        # Labels are checked as built: {{ NAME }} takes its %arguments default or --build-arg value.
+        r.labels[parts[0]] = _BUILD_VAR_RE.sub(lambda m: values.get(m.group(1), m.group(0)),
+                                               parts[1].strip()) if len(parts) > 1 else ""
         if len(parts) == 1:
             r.errors.append(f"%labels: label {parts[0]!r} has no value")
     if "labels" in seen:
@@ -141,7 +153,37 @@ def check_text(text: str, path: Path = Path("<string>")) -> CheckResult:
     return r
 
 
-def check_file(path: Path) -> CheckResult:
+def _arguments(arguments: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw in arguments:
+        s = raw.strip()
+        if s and not s.startswith("#"):
+            name, _, default = s.partition("=")
+            out[name.strip()] = default.strip()
+    return out
+
+
+def _check_build_vars(r: CheckResult, lines: list[str], values: dict[str, str], arguments: list[str]) -> None:
+    """Every {{ NAME }} must have a default in %arguments or a --build-arg: apptainer build fails
+    on an undefined one. A default nothing uses is dead weight (it reads as if it mattered)."""
+    used: set[str] = set()
+    for n, raw in enumerate(lines, 1):
+        if raw.strip().startswith("#"):
+            continue
+        for m in _BUILD_VAR_RE.finditer(raw):
+            name = m.group(1)
+            if not _VAR_NAME_RE.match(name):
+                r.errors.append(f"line {n}: build variable {{{{ {name} }}}} is not a NAME")
+                continue
+            used.add(name)
+            if name not in values:
+                r.errors.append(f"line {n}: build variable {{{{ {name} }}}} is undefined: add '{name}=<default>' "
+                                f"to %arguments or pass --build-arg {name}=...")
+    for name in sorted(set(_arguments(arguments)) - used):
+        r.warnings.append(f"%arguments: {name} is defined but never used")
+
+
+def check_file(path: Path, build_args: dict[str, str] | None = None) -> CheckResult:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -149,4 +191,4 @@ def check_file(path: Path) -> CheckResult:
         r = CheckResult(path)
         r.errors.append(f"cannot read: {e}")
         return r
-    return check_text(text, path)
+    return check_text(text, path, build_args)

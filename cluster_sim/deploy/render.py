@@ -21,6 +21,7 @@ from cluster_sim.errors import ConfigError
 
 TEMPLATES = ("run.sbatch.j2", "array.sbatch.j2", "member.sbatch.j2", "collect.sbatch.j2")
 MODES = ("bsp", "async")
+PASS_THROUGH = ("mem", "qos", "constraint", "mail_type", "mail_user")
 _ARRAY_RE = re.compile(r"^\d+(?:-\d+)?(?:%\d+)?$")
 
 
@@ -45,6 +46,12 @@ class JobResources:
     max_requeues: int | None = None
     dependency: str = ""
     array: str = ""
+    # Per-submit pass-through (override the site profile's sbatch table); allow-listed, never shell text.
+    mem: str = ""
+    qos: str = ""
+    constraint: str = ""
+    mail_type: str = ""
+    mail_user: str = ""
 
     def __post_init__(self) -> None:
         v.positive_int("--nodes", self.nodes, maximum=100_000)
@@ -64,6 +71,19 @@ class JobResources:
             v.regex("--dependency", self.dependency, v.DEPENDENCY_RE, "SLURM dependency (e.g. afterok:123)")
         if self.array:
             v.regex("array", self.array, _ARRAY_RE, "array range (e.g. 0-9%4)")
+        if self.mem:
+            v.regex("--mem", self.mem, v.MEM_RE, "memory per node (e.g. 64G, 4000M; 0 = all)")
+        if self.qos:
+            v.name("--qos", self.qos)
+        if self.constraint:
+            v.regex("--constraint", self.constraint, v.CONSTRAINT_RE, "node feature expression (e.g. a100&ib)")
+        if self.mail_type:
+            bad = [t for t in self.mail_type.split(",") if t not in v.MAIL_TYPES]
+            if bad:
+                raise ConfigError("--mail-type", self.mail_type, f"{bad[0]!r} is not a SLURM mail type",
+                                  f"use a comma list of {', '.join(v.MAIL_TYPES)}")
+        if self.mail_user:
+            v.regex("--mail-user", self.mail_user, v.MAIL_USER_RE, "user name or e-mail address")
         if self.gpus_per_node and self.ranks_per_node != self.gpus_per_node:
             raise ConfigError("--ranks-per-node", self.ranks_per_node,
                               f"must equal --gpus-per-node ({self.gpus_per_node}): one rank per GPU",
@@ -202,6 +222,9 @@ def directives(site: SiteProfile, res: JobResources, *, job_name: str, run_dir: 
         opts["array"] = res.array
     for k, val in site.sbatch:
         opts[k] = val
+    for k in PASS_THROUGH:  # this submit's values win over the site's
+        if getattr(res, k):
+            opts[k.replace("_", "-")] = getattr(res, k)
     return [f"--{k}" if val is None else f"--{k}={val}" for k, val in sorted(opts.items())]
 
 
@@ -212,7 +235,7 @@ def cpus_per_task(site: SiteProfile, res: JobResources) -> int:
 
 
 def launch_prefix(site: SiteProfile, res: JobResources, container: Container | None) -> list[str]:
-    """srun/mpiexec words, the per-rank GPU pinning, then the container runtime."""
+    """srun/mpiexec words (with srun's GPU binding where the site asks for it), then the container runtime."""
     words: list[str] = []
     cpt = cpus_per_task(site, res)
     if site.launcher == "srun":
@@ -225,14 +248,26 @@ def launch_prefix(site: SiteProfile, res: JobResources, container: Container | N
     elif res.ranks > 1:
         raise ConfigError("site launcher", "none", f"cannot start {res.ranks} ranks",
                           "use a site with launcher = 'srun' or 'mpiexec'")
-    if res.gpus_per_node:
-        # One rank per GPU; set before Python (and TensorFlow) starts. The script is a constant.
-        words += ["bash", "-c",
-                  "export CUDA_VISIBLE_DEVICES=$(( ${SLURM_LOCALID:-${OMPI_COMM_WORLD_LOCAL_RANK:-0}} % "
-                  f"{res.gpus_per_node} )); exec \"$@\"", "cluster-sim-rank"]
+    if res.gpus_per_node and site.gpu_binding == "srun" and site.launcher == "srun":
+        # srun gives each task its own GPU; the engine then takes the only entry of its list.
+        words.append("--gpus-per-task=1")
+    # Otherwise CUDA_VISIBLE_DEVICES is left as SLURM set it: the engine picks its local rank's
+    # entry (cluster_sim.runtime.device.gpu_for_local_rank). Overwriting it here with
+    # SLURM_LOCALID % G would name absolute GPUs the job may not own on nodes without cgroups.
     if container is not None:
         words += container.prefix()
     return words
+
+
+def run_args(run: RunCommand | None, res: JobResources) -> list[str]:
+    """``cluster-sim run`` options; a job that asks for GPUs demands one (--device gpu), so a rank
+    that sees none fails at once instead of silently completing on the CPU."""
+    if run is None:
+        return []
+    args = run.args()
+    if res.gpus_per_node and "--device" not in args:
+        args += ["--device", "gpu"]
+    return args
 
 
 def render(template: str, site: SiteProfile, res: JobResources, run: RunCommand | None, *,
@@ -261,7 +296,7 @@ def render(template: str, site: SiteProfile, res: JobResources, run: RunCommand 
         "container": container,
         "command": list(command),
         "spec": str(run.spec) if run else "",
-        "run_args": run.args() if run else [],
+        "run_args": run_args(run, res),
         "launch": launch_prefix(site, res, container),
         "nodes": res.nodes,
         "ranks_per_node": res.ranks_per_node,

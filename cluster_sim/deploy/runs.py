@@ -14,21 +14,19 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import tomllib
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.sites import SiteProfile
 from cluster_sim.deploy.slurm import JobInfo, JobState, Runner, Watcher, _run, sbatch, scancel
-from cluster_sim.errors import ConfigError, JobFailedError
+from cluster_sim.errors import ConfigError, JobFailedError, SubmissionError
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -97,24 +95,6 @@ def load_spec(spec: Path) -> Path:
     return spec
 
 
-def validate_with_core(spec: Path, sets: Sequence[tuple[str, str]]) -> None:
-    """Run ``cluster-sim validate`` when the core CLI is available (exit 2 -> ConfigError)."""
-    import importlib.util
-
-    if importlib.util.find_spec("cluster_sim.cli") is None:
-        return
-    cmd = [sys.executable, "-m", "cluster_sim.cli", "validate", str(spec)]
-    for k, val in sets:
-        cmd += ["--set", f"{k}={val}"]
-    cp = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
-    if cp.returncode == 2:
-        raise ConfigError("job spec", str(spec), "rejected by cluster-sim validate: "
-                          + (cp.stderr.strip() or cp.stdout.strip()).splitlines()[-1], "fix the spec or --set values")
-    if cp.returncode not in (0, 2):
-        raise ConfigError("job spec", str(spec), f"cluster-sim validate failed (exit {cp.returncode}): "
-                          + cp.stderr.strip()[-500:], "run it by hand to see why")
-
-
 # ---------------------------------------------------------------------------------------------
 # submit
 @dataclass(frozen=True)
@@ -144,6 +124,26 @@ class SubmitOptions:
         return list(self.payload) or None
 
 
+def sbatch_into(run_dir: Path, script: Path, submitted: list[str], *, runner: Runner = _run) -> str:
+    """sbatch one script of a new run folder. If sbatch refuses it, cancel what this submission
+    already queued (earlier study members) and remove the folder, so no half-submitted folder is
+    left for `status` to misreport; the error carries sbatch's message."""
+    try:
+        jid = sbatch(script, runner=runner)
+    except SubmissionError as e:
+        if submitted:
+            try:
+                scancel(submitted, runner=runner)
+            except SubmissionError:
+                pass  # best effort: the message below names what was queued
+        shutil.rmtree(run_dir, ignore_errors=True)
+        queued = f"cancelled the {len(submitted)} job(s) it had queued ({' '.join(submitted)})" if submitted \
+            else "nothing was queued"
+        raise SubmissionError(f"{e}; {queued} and removed {run_dir}") from e
+    submitted.append(jid)
+    return jid
+
+
 @dataclass
 class Submitted:
     run_dir: Path
@@ -161,10 +161,13 @@ def submit_run(spec: Path, opts: SubmitOptions, *, dry_run: bool = False, runner
     rendered = R.render("run.sbatch.j2", opts.site, opts.resources, cmd, job_name=name, run_dir=run_dir,
                         comment=f"cluster-sim-{uid}", container=opts.container_obj(must_exist=not dry_run),
                         command=opts.command())
+    # a dry run refuses what a real submit would refuse
+    if opts.validate and not opts.payload:
+        from cluster_sim.deploy.spec_check import Variant, check_all
+
+        check_all(spec, [Variant("run", opts.sets, opts.duration_ms, opts.mode, opts.resources.ranks)])
     if dry_run:
         return Submitted(run_dir, rendered.text, [], True)
-    if opts.validate and not opts.payload:
-        validate_with_core(spec, opts.sets)
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")
@@ -173,12 +176,12 @@ def submit_run(spec: Path, opts: SubmitOptions, *, dry_run: bool = False, runner
     manifest = {
         "schema": SCHEMA, "kind": "run", "name": name, "uuid": uid, "run_dir": str(run_dir),
         "created_utc": now_utc(), "site": opts.site.name, "spec_source": str(spec), "spec": "job.toml",
-        "script": "job.sbatch", "resources": asdict(opts.resources), "run_args": cmd.args(),
+        "script": "job.sbatch", "resources": asdict(opts.resources), "run_args": R.run_args(cmd, opts.resources),
         "container": str(opts.container) if opts.container else None, "payload": list(opts.payload),
         "jobs": [], "units": [{"unit": "run", "dir": ".", "job": None}],
     }
     write_json(run_dir / MANIFEST, manifest)
-    job_id = sbatch(script, runner=runner)
+    job_id = sbatch_into(run_dir, script, [], runner=runner)
     manifest["jobs"] = [{"job_id": job_id, "role": "run", "script": "job.sbatch"}]
     manifest["units"] = [{"unit": "run", "dir": ".", "job": job_id}]
     write_json(run_dir / MANIFEST, manifest)
@@ -201,6 +204,7 @@ class UnitStatus:
     dir: Path
     log: Path | None
     log_tail: str = ""
+    reason: str = ""  # SLURM's pending reason (Dependency, BeginTime after a requeue, Resources, ...)
 
 
 def _exitcode_file(d: Path) -> tuple[int, bool] | None:
@@ -245,14 +249,16 @@ def status(run_dir: Path, *, watcher: Watcher | None = None, tail_lines: int = 2
     for u in us:
         info: JobInfo = infos[u["job"]]
         d = run_dir / u["dir"]
-        state, code = info.state, info.exit_code
+        # An exit code exists only once the job has ended (scontrol shows 0:0 while it pends or runs).
+        state, code = info.state, (info.exit_code if info.state.is_terminal else None)
         if state is JobState.UNKNOWN:  # scheduler forgot the job: the batch script's exitcode file
             ec = _exitcode_file(d)
             if ec is not None and not ec[1]:
                 state, code = (JobState.COMPLETED if ec[0] == 0 else JobState.FAILED), ec[0]
         log = find_log(run_dir, d, u["job"])
         out.append(UnitStatus(u["unit"], u["job"], state, code, info.restarts, info.source or "exitcode-file", d,
-                              log, tail(log, tail_lines) if state.is_failure else ""))
+                              log, tail(log, tail_lines) if state.is_failure else "",
+                              info.reason if state is JobState.PENDING and info.reason not in ("None", "(null)") else ""))
     return out
 
 
@@ -277,7 +283,8 @@ def format_status(run_dir: Path, sts: list[UnitStatus]) -> str:
     for s in sts:
         code = "" if s.exit_code is None else f" exit={s.exit_code}"
         rs = "" if not s.restarts else f" restarts={s.restarts}"
-        buf.write(f"  {s.unit:<24} job {s.job_id:<12} {s.state.value}{code}{rs}\n")
+        why = f" ({s.reason})" if s.reason else ""
+        buf.write(f"  {s.unit:<24} job {s.job_id:<12} {s.state.value}{why}{code}{rs}\n")
         if s.state.is_failure:
             buf.write(f"    log: {s.log or '(no log file found)'}\n")
             for line in s.log_tail.splitlines():
@@ -343,9 +350,18 @@ def flat_row(run: dict[str, Any] | None) -> dict[str, Any]:
     for k in SCALAR_KEYS:
         if k in run:
             row[k] = run[k]
+    # After requeues run.json's wall_seconds is the last incarnation only; studies use the total
+    # over all incarnations (wall_seconds_total, written by the engine), the last kept beside it.
+    if isinstance(run.get("wall_seconds_total"), (int, float)):
+        row["wall_seconds_last"] = run.get("wall_seconds", "")
+        row["wall_seconds"] = run["wall_seconds_total"]
+        row["restarts"] = run.get("restarts", "")
+    for pop, hz in sorted((run.get("rates_hz") or {}).items()):  # per-population rates, not only counts
+        if isinstance(hz, (int, float)):
+            row[f"rate_hz_{pop}"] = hz
     sim_s = float(run.get("simulated_ms") or 0) / 1000.0
-    if sim_s > 0 and isinstance(run.get("wall_seconds"), (int, float)):
-        row["real_time_factor"] = run["wall_seconds"] / sim_s
+    if sim_s > 0 and isinstance(row.get("wall_seconds"), (int, float)):
+        row["real_time_factor"] = row["wall_seconds"] / sim_s
     phases = {ph: sec for ph, sec in (run.get("phases") or {}).items() if isinstance(sec, (int, float))}
     for ph, sec in sorted(phases.items()):
         row[f"phase_{ph}"] = sec

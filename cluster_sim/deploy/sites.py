@@ -25,6 +25,9 @@ from cluster_sim.errors import ConfigError
 
 LAUNCHERS = ("srun", "mpiexec", "none")
 GPU_REQUESTS = ("gpus-per-node", "gres", "none")
+# Who maps ranks to GPUs: "engine" (each rank takes its local rank's entry of the list SLURM gives
+# the step) or "srun" (srun --gpus-per-task=1 hands each task its own GPU). Never both.
+GPU_BINDINGS = ("engine", "srun")
 RUNTIMES = ("apptainer", "singularity")
 # Extra #SBATCH options a site may set, with the allow-list each value must match.
 EXTRA_SBATCH = {
@@ -54,6 +57,7 @@ class SiteProfile:
     launcher: str = "srun"
     mpi: str = "pmix"
     gpu_request: str = "gpus-per-node"
+    gpu_binding: str = "engine"
     cpu_partition: str = ""
     gpu_partition: str = ""
     account: str = ""
@@ -77,6 +81,7 @@ class SiteProfile:
         v.name(f"{where}: name", self.name)
         _choice(f"{where}: launcher", self.launcher, LAUNCHERS)
         _choice(f"{where}: gpu_request", self.gpu_request, GPU_REQUESTS)
+        _choice(f"{where}: gpu_binding", self.gpu_binding, GPU_BINDINGS)
         _choice(f"{where}: container_runtime", self.container_runtime, RUNTIMES)
         v.name(f"{where}: mpi", self.mpi)
         for key in ("cpu_partition", "gpu_partition", "account"):
@@ -120,7 +125,7 @@ class SiteProfile:
 
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(key, value, f"must be one of {list(allowed)}", "")
+        raise ConfigError(key, value, f"must be one of {list(allowed)}", f"set it to one of {', '.join(allowed)}")
 
 
 def _bind(key: str, value: str) -> None:
@@ -151,7 +156,7 @@ def from_mapping(data: dict[str, Any], source: str = "") -> SiteProfile:
             if not isinstance(kw[key], dict) or not all(isinstance(x, str) for x in kw[key].values()):
                 raise ConfigError(f"site file {source}: {key}", kw[key], "must be a table of strings", "")
             kw[key] = tuple(sorted(kw[key].items()))
-    for key in ("name", "description", "launcher", "mpi", "gpu_request", "cpu_partition", "gpu_partition",
+    for key in ("name", "description", "launcher", "mpi", "gpu_request", "gpu_binding", "cpu_partition", "gpu_partition",
                 "account", "container_runtime", "scratch", "python"):
         if key in kw and not isinstance(kw[key], str):
             raise ConfigError(f"site file {source}: {key}", kw[key], "must be a string", "")

@@ -37,10 +37,11 @@ from typing import Any
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
+from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.runs import (CONSTRUCTION_PHASES, MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, status, validate_with_core,
+                                     now_utc, overall, read_run_json, safe_name, sbatch_into, status,
                                      write_atomic, write_csv, write_json)
-from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
+from cluster_sim.deploy.slurm import Runner, Watcher, _run
 from cluster_sim.errors import ConfigError
 
 STUDY_KEYS = ("name", "job", "scaling", "nodes", "ranks_per_node", "gpus_per_node", "modes", "seeds", "seed_key",
@@ -162,30 +163,72 @@ def load_study(path: Path) -> Study:
         partition=d.get("partition", ""), account=d.get("account", ""), fixed=fixed, weak=tuple(weak))
 
 
+def _member_resources(st: Study, m: Member, opts: SubmitOptions, dependency: str) -> R.JobResources:
+    return R.JobResources(nodes=m.nodes, ranks_per_node=m.ranks_per_node,
+                          gpus_per_node=m.ranks_per_node if st.gpus_per_node else 0, time=st.time,
+                          partition=st.partition, account=st.account, exclusive=st.exclusive,
+                          signal_seconds=opts.resources.signal_seconds, max_requeues=opts.resources.max_requeues,
+                          dependency=dependency, **{k: getattr(opts.resources, k) for k in R.PASS_THROUGH})
+
+
+def _member_script(st: Study, m: Member, opts: SubmitOptions, run_dir: Path, uid: str, dependency: str,
+                   must_exist: bool) -> str:
+    res = _member_resources(st, m, opts, dependency)
+    cmd = R.RunCommand(run_dir / "job.toml", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
+                       st.checkpoint_every_ms or opts.checkpoint_every_ms, m.mode)
+    return R.render("member.sbatch.j2", opts.site, res, cmd, job_name=f"{st.name}-{m.name}"[:100],
+                    run_dir=run_dir / "members" / m.name, comment=f"cluster-sim-{uid}",
+                    container=replace(opts, resources=res).container_obj(must_exist=must_exist),
+                    command=opts.command(),
+                    extra={"member": m.name, "mode": m.mode, "seed": m.seed, "repetition": m.repetition}).text
+
+
+def _collect_script(st: Study, opts: SubmitOptions, run_dir: Path, uid: str, ids: list[str], must_exist: bool) -> str:
+    # A final job collects the study once every member has ended, whatever its state.
+    cres = R.JobResources(nodes=1, ranks_per_node=1, time="00:15:00", partition=st.partition, account=st.account,
+                          exclusive=False, requeue=False, dependency="afterany:" + ":".join(ids))
+    cont = opts.container_obj(must_exist=must_exist)
+    # collect needs no GPU and no MPI: the host's cluster-sim, or the image's without --nv.
+    ccmd = ([cont.runtime, "exec", *[w for b in cont.binds for w in ("--bind", b)], str(cont.image), "cluster-sim"]
+            if cont is not None else opts.site.cluster_sim_command())
+    return R.render("collect.sbatch.j2", opts.site, cres, None, job_name=f"{st.name}-collect"[:100], run_dir=run_dir,
+                    comment=f"cluster-sim-{uid}", command=ccmd).text
+
+
+def _dependency(st: Study, prev: str) -> str:
+    return f"afterany:{prev}" if st.serialize and prev else ""
+
+
+def _dry_run(st: Study, members: list[Member], opts: SubmitOptions, run_dir: Path, uid: str) -> str:
+    """The scripts a real submit would write, dependency lines included: job ids do not exist
+    yet, so each is shown as <job id of NAME> (rendered from a numeric stand-in, then named)."""
+    stand_in = {str(990000000 + i): f"<job id of {m.name}>" for i, m in enumerate(members)}
+    ids = list(stand_in)
+    parts, prev = [], ""
+    for m, jid in zip(members, ids):
+        parts.append(f"# ===== member {m.name} =====\n" + _member_script(st, m, opts, run_dir, uid,
+                                                                         _dependency(st, prev), False))
+        prev = jid
+    parts.append("# ===== collect =====\n" + _collect_script(st, opts, run_dir, uid, ids, False))
+    text = "".join(parts)
+    for num, label in stand_in.items():
+        text = text.replace(num, label)
+    return text
+
+
 def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False, runner: Runner = _run) -> Submitted:
     st = load_study(study_file)
     spec = load_spec(st.job)
     members = st.members()
     run_dir, uid = new_run_dir(opts.runs_dir, opts.name or st.name)
-    scripts: list[tuple[Member, R.Rendered, R.JobResources]] = []
-    for m in members:
-        res = R.JobResources(nodes=m.nodes, ranks_per_node=m.ranks_per_node,
-                             gpus_per_node=m.ranks_per_node if st.gpus_per_node else 0, time=st.time,
-                             partition=st.partition, account=st.account, exclusive=st.exclusive,
-                             signal_seconds=opts.resources.signal_seconds, max_requeues=opts.resources.max_requeues)
-        cmd = R.RunCommand(run_dir / "job.toml", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
-                           st.checkpoint_every_ms or opts.checkpoint_every_ms, m.mode)
-        rendered = R.render("member.sbatch.j2", opts.site, res, cmd, job_name=f"{st.name}-{m.name}"[:100],
-                            run_dir=run_dir / "members" / m.name, comment=f"cluster-sim-{uid}",
-                            container=replace(opts, resources=res).container_obj(must_exist=not dry_run),
-                            command=opts.command(),
-                            extra={"member": m.name, "mode": m.mode, "seed": m.seed, "repetition": m.repetition})
-        scripts.append((m, rendered, res))
-    if dry_run:
-        text = "".join(f"# ===== member {m.name} =====\n{r.text}" for m, r, _ in scripts)
-        return Submitted(run_dir, text, [], True)
+    for m in members:  # every member's resources are valid before anything is written or checked
+        _member_resources(st, m, opts, "")
     if opts.validate and not opts.payload:
-        validate_with_core(spec, list(opts.sets) + list(members[0].sets))
+        # each member with its own --set values, mode and rank count
+        check_all(spec, [Variant(f"study member {m.name}", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
+                                 m.mode, m.ranks) for m in members])
+    if dry_run:
+        return Submitted(run_dir, _dry_run(st, members, opts, run_dir, uid), [], True)
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")
@@ -197,44 +240,28 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
         "members": [asdict(m) for m in members], "jobs": [], "units": []}
     write_json(run_dir / MANIFEST, man)
     prev = ""
-    for m, rendered, res in scripts:
+    queued: list[str] = []
+    texts: list[str] = []
+    for m in members:  # each member rendered once, with the real id of the one before it
         mdir = run_dir / "members" / m.name
         (mdir / "logs").mkdir(parents=True)
-        text = rendered.text
-        if st.serialize and prev:  # re-render with the dependency on the previous member
-            res = replace(res, dependency=f"afterany:{prev}")
-            cmd = R.RunCommand(run_dir / "job.toml", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
-                               st.checkpoint_every_ms or opts.checkpoint_every_ms, m.mode)
-            text = R.render("member.sbatch.j2", opts.site, res, cmd, job_name=f"{st.name}-{m.name}"[:100],
-                            run_dir=mdir, comment=f"cluster-sim-{uid}",
-                            container=replace(opts, resources=res).container_obj(must_exist=True),
-                            command=opts.command(),
-                            extra={"member": m.name, "mode": m.mode, "seed": m.seed, "repetition": m.repetition}).text
+        text = _member_script(st, m, opts, run_dir, uid, _dependency(st, prev), True)
+        texts.append(f"# ===== member {m.name} =====\n{text}")
         write_atomic(mdir / "job.sbatch", text)
-        jid = sbatch(mdir / "job.sbatch", runner=runner)
+        jid = sbatch_into(run_dir, mdir / "job.sbatch", queued, runner=runner)
         prev = jid
         man["jobs"].append({"job_id": jid, "role": "member", "member": m.name, "script": f"members/{m.name}/job.sbatch"})
         man["units"].append({"unit": m.name, "dir": f"members/{m.name}", "job": jid})
         write_json(run_dir / MANIFEST, man)
-    # A final job collects the study once every member has ended, whatever its state.
-    all_ids = ":".join(j["job_id"] for j in man["jobs"])
-    cres = R.JobResources(nodes=1, ranks_per_node=1, time="00:15:00", partition=st.partition, account=st.account,
-                          exclusive=False, requeue=False, dependency=f"afterany:{all_ids}")
-    site = opts.site
-    cont = opts.container_obj(must_exist=True)
-    # collect needs no GPU and no MPI: the host's cluster-sim, or the image's without --nv.
-    ccmd = ([cont.runtime, "exec", *[w for b in cont.binds for w in ("--bind", b)], str(cont.image), "cluster-sim"]
-            if cont is not None else site.cluster_sim_command())
-    ctext = R.render("collect.sbatch.j2", site, cres, None, job_name=f"{st.name}-collect"[:100], run_dir=run_dir,
-                     comment=f"cluster-sim-{uid}", command=ccmd).text
+    ctext = _collect_script(st, opts, run_dir, uid, [j["job_id"] for j in man["jobs"]], True)
     write_atomic(run_dir / "collect.sbatch", ctext)
-    cid = sbatch(run_dir / "collect.sbatch", runner=runner)
+    cid = sbatch_into(run_dir, run_dir / "collect.sbatch", queued, runner=runner)
     man["jobs"].append({"job_id": cid, "role": "collect", "script": "collect.sbatch"})
     man["units"].append({"unit": "collect", "dir": "collect", "job": cid})
     write_json(run_dir / MANIFEST, man)
     write_atomic(run_dir / "job_id", "\n".join(j["job_id"] for j in man["jobs"]) + "\n")
-    return Submitted(run_dir, "".join(f"# ===== member {m.name} =====\n{r.text}" for m, r, _ in scripts),
-                     [j["job_id"] for j in man["jobs"]], False)
+    return Submitted(run_dir, "".join(texts) + f"# ===== collect =====\n{ctext}", [j["job_id"] for j in man["jobs"]],
+                     False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,6 +409,9 @@ def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None
     agg = aggregate(rows, man.get("scaling", "strong"))
     write_csv(res / "scaling.csv", agg)
     pngs = plot(agg, res, man.get("scaling", "strong")) if agg else []
-    write_json(res / "summary.json", {"state": overall(sts.values()).value, "scaling": man.get("scaling"),
+    # The study's state is its members' state: the collect job running this is not a member (counting
+    # it made every summary say RUNNING).
+    member_sts = [s for s in sts.values() if s.unit != "collect"]
+    write_json(res / "summary.json", {"state": overall(member_sts).value, "scaling": man.get("scaling"),
                                       "members": len(rows), "aggregated": agg, "plots": [p.name for p in pngs]})
     return res

@@ -32,10 +32,11 @@ from typing import Any
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
+from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.runs import (MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, status, validate_with_core,
+                                     now_utc, overall, read_run_json, safe_name, sbatch_into, status,
                                      write_atomic, write_csv, write_json)
-from cluster_sim.deploy.slurm import Runner, Watcher, _run, sbatch
+from cluster_sim.deploy.slurm import Runner, Watcher, _run
 from cluster_sim.errors import ConfigError
 
 SWEEP_KEYS = ("job", "combine", "max_parallel", "name", "set", "resources", "sweep")
@@ -138,10 +139,13 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     rendered = R.render("array.sbatch.j2", opts.site, res, cmd, job_name=name, run_dir=run_dir,
                         comment=f"cluster-sim-{uid}", container=opts.container_obj(must_exist=not dry_run),
                         command=opts.command())
+    # a dry run refuses what a real submit would refuse
+    if opts.validate and not opts.payload:
+        # every task, not just task 0: one bad combination would otherwise fail hours later
+        check_all(spec, [Variant(f"sweep task {i}", tuple(opts.sets) + tuple(t), opts.duration_ms, opts.mode, res.ranks)
+                         for i, t in enumerate(tasks)])
     if dry_run:
         return Submitted(run_dir, rendered.text, [], True)
-    if opts.validate and not opts.payload:
-        validate_with_core(spec, list(opts.sets) + tasks[0])
     run_dir.mkdir(parents=True)
     (run_dir / "logs").mkdir()
     shutil.copy2(spec, run_dir / "job.toml")
@@ -153,11 +157,11 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     write_atomic(run_dir / "job.sbatch", rendered.text)
     man = {"schema": SCHEMA, "kind": "sweep", "name": name, "uuid": uid, "run_dir": str(run_dir),
            "created_utc": now_utc(), "site": opts.site.name, "spec_source": str(spec), "spec": "job.toml",
-           "sweep": "sweep.toml", "script": "job.sbatch", "resources": asdict(res), "run_args": cmd.args(),
+           "sweep": "sweep.toml", "script": "job.sbatch", "resources": asdict(res), "run_args": R.run_args(cmd, res),
            "n_tasks": n, "container": str(opts.container) if opts.container else None,
            "payload": list(opts.payload), "jobs": [], "units": []}
     write_json(run_dir / MANIFEST, man)
-    job_id = sbatch(run_dir / "job.sbatch", runner=runner)
+    job_id = sbatch_into(run_dir, run_dir / "job.sbatch", [], runner=runner)
     man["jobs"] = [{"job_id": job_id, "role": "array", "script": "job.sbatch", "tasks": n}]
     man["units"] = [{"unit": f"task-{i}", "dir": f"tasks/{i}", "job": f"{job_id}_{i}"} for i in range(n)]
     write_json(run_dir / MANIFEST, man)

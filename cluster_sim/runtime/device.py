@@ -31,7 +31,8 @@ def prepare_environment(local_rank: int | None = None) -> None:
     if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
     if local_rank is not None:
-        choice = gpu_for_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"), _count_node_gpus())
+        choice = gpu_for_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"), _count_node_gpus(),
+                                    under_slurm="SLURM_JOB_ID" in os.environ)
         if choice is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = choice
 
@@ -43,17 +44,24 @@ def _count_node_gpus() -> int:
         return 0
 
 
-def gpu_for_local_rank(local_rank: int, visible: str | None, node_gpus: int) -> str | None:
-    """One GPU per rank: the local rank's entry of the (job-relative) CUDA_VISIBLE_DEVICES list
-    SLURM gives the step, or of the node's GPUs; None when there is no GPU (CPU run). Without
-    this every rank would grab GPU 0 (horovod#2625)."""
+def gpu_for_local_rank(local_rank: int, visible: str | None, node_gpus: int, *,
+                       under_slurm: bool = False) -> str | None:
+    """The one place that maps a rank to a GPU (the batch script never does).
+
+    Returns the value CUDA_VISIBLE_DEVICES should take, or None to leave it alone (CPU run).
+    With a list (SLURM's step list, or one entry per task under ``srun --gpus-per-task=1``) the
+    local rank takes its entry, kept as given: ids may be physical ("3,5") on nodes without
+    device cgroups, so ``local_rank % G`` as an absolute index could name a GPU of another job.
+    Without a list: outside SLURM one node GPU per local rank (plain mpiexec on a workstation);
+    under SLURM the job was given no GPU, so "" hides any GPUs the node has. Without this every
+    rank would grab GPU 0 (horovod#2625)."""
     if visible is not None:
-        ids = [v for v in visible.split(",") if v.strip() != ""]
+        ids = [v.strip() for v in visible.split(",") if v.strip() != ""]
         if not ids or ids == ["-1"]:
             return None
-        return ids[local_rank % len(ids)].strip()
+        return ids[local_rank % len(ids)]
     if node_gpus > 0:
-        return str(local_rank % node_gpus)
+        return "" if under_slurm else str(local_rank % node_gpus)
     return None
 
 

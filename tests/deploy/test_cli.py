@@ -51,9 +51,16 @@ def test_missing_spec_exit_2(tmp_path):
     assert cp.returncode == 2 and "does not exist" in cp.stderr
 
 
+def test_dry_run_validates_like_submit(tmp_path, spec):
+    """The fake spec has no populations: a real submit would refuse it, so the dry run does too."""
+    cp = run_cs("submit", spec, "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert cp.returncode == 2 and "populations" in cp.stderr and not (tmp_path / "runs").exists()
+
+
 def test_scale_dry_run(tmp_path, spec):
     st = tmp_path / "st.toml"
     st.write_text(f'job = "{spec.name}"\nnodes = [1, 2]\nmodes = ["bsp"]\n')
-    cp = run_cs("scale", st, "--site", "generic", "--runs-dir", tmp_path / "runs", "--dry-run")
+    cp = run_cs("scale", st, "--site", "generic", "--runs-dir", tmp_path / "runs", "--dry-run", "--no-validate")
     assert cp.returncode == 0, cp.stderr
-    assert cp.stdout.count("#!/bin/bash") == 2 and "--nodes=2" in cp.stdout
+    assert cp.stdout.count("#!/bin/bash") == 3 and "--nodes=2" in cp.stdout  # 2 members + the collect job
+    assert "#SBATCH --dependency=afterany:<job id of n1r1-bsp-rep0>\n" in cp.stdout

@@ -1,5 +1,5 @@
-"""The launch line run through bash: per-rank GPU pinning from SLURM_LOCALID and the container
-runtime (fake srun that starts one process per local rank, fake apptainer)."""
+"""The launch line run through bash: SLURM's GPU list reaches every rank untouched (the engine
+picks its local rank's entry), GPU jobs demand --device gpu, and the container runtime (fake srun that starts one process per local rank, fake apptainer)."""
 from __future__ import annotations
 
 import json
@@ -66,7 +66,7 @@ def test_gpu_pinning_and_container(tmp_path, spec):
     assert "apptainer exec --nv --bind /tmp " + str(img) in text and "CMD=( cluster-sim )" in text
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(PATH=f"{_bin(tmp_path)}:{env['PATH']}", FAKE_PY=sys.executable, FAKE_PAYLOAD=str(PAYLOAD),
-               SLURM_CPUS_PER_TASK="2")
+               SLURM_CPUS_PER_TASK="2", CUDA_VISIBLE_DEVICES="3,5,6,7")  # SLURM's list: GPUs 3,5,6,7
     cp = subprocess.run(["bash", str(sub.run_dir / "job.sbatch")], capture_output=True, text=True, env=env,
                         cwd=tmp_path, timeout=120)
     assert cp.returncode == 0, cp.stdout + cp.stderr
@@ -74,10 +74,12 @@ def test_gpu_pinning_and_container(tmp_path, spec):
     seen = {}
     for i in range(4):
         e = json.loads((out / f"env-{i}.json").read_text())
-        seen[i] = e["CUDA_VISIBLE_DEVICES"]
+        assert e["CUDA_VISIBLE_DEVICES"] == "3,5,6,7"  # the script never overwrites SLURM's list
+        assert e["device"] == "gpu"
+        seen[i] = e["picked_gpu"]
         assert e["FAKE_IN_CONTAINER"] == f"{img} --nv --bind /tmp"
         assert e["OMP_NUM_THREADS"] == "2"
-    assert seen == {0: "0", 1: "1", 2: "2", 3: "3"}  # one distinct GPU per rank
+    assert seen == {0: "3", 1: "5", 2: "6", 3: "7"}  # one distinct allocated GPU per rank
     prov = (sub.run_dir / "provenance" / "restart-0" / "container.txt").read_text()
     assert f"image={img}" in prov
 
@@ -94,7 +96,8 @@ def test_cpu_job_leaves_cuda_alone(tmp_path, spec):
                         cwd=tmp_path, timeout=120)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     for i in range(2):
-        assert json.loads((sub.run_dir / "out" / f"env-{i}.json").read_text())["CUDA_VISIBLE_DEVICES"] is None
+        e = json.loads((sub.run_dir / "out" / f"env-{i}.json").read_text())
+        assert e["CUDA_VISIBLE_DEVICES"] is None and e["device"] == "auto"
 
 
 # ---- signal timing, run through bash with fake scheduler commands --------------------------------

@@ -62,11 +62,29 @@ def test_brahma_script_facts():
     assert f"#SBATCH --output={RUN_DIR}/logs/%x-%j.out\n" in text
     # srun gets --cpus-per-task explicitly (Slurm 22.05 does not inherit it), 48 cores / 2 GPUs.
     assert "srun --mpi=pmix --kill-on-bad-exit=1 --unbuffered --nodes=4 --ntasks-per-node=2 --cpus-per-task=24" in text
-    # GPU pinning from SLURM_LOCALID happens before python (inside the container) starts.
+    # SLURM's CUDA_VISIBLE_DEVICES is never overwritten by the script: the engine picks per rank.
+    assert "CUDA_VISIBLE_DEVICES" not in text and "SLURM_LOCALID" not in text
     launch = next(line for line in text.splitlines() if line.startswith("LAUNCH=("))
-    assert launch.index("CUDA_VISIBLE_DEVICES") < launch.index("singularity exec --nv --bind /scratch")
+    assert launch.endswith("singularity exec --nv --bind /scratch /scratch/alice/cluster-sim-gpu.sif )")
+    # A GPU job demands the GPU: a rank that sees none fails at once (exit 2), never runs on the CPU.
+    args = next(line for line in text.splitlines() if line.startswith("ARGS=("))
+    assert args.endswith(" --device gpu )")
     assert "module load openmpi/4.1.5 cuda/12.2 singularity" in text
     assert "CMD=( cluster-sim )" in text
+
+
+def test_cpu_job_does_not_demand_a_gpu():
+    assert "--device" not in generic_array_script()
+
+
+def test_srun_gpu_binding_where_the_site_says_so():
+    site = replace(load_site("generic"), gpu_binding="srun")
+    words = R.launch_prefix(site, R.JobResources(nodes=1, ranks_per_node=4, gpus_per_node=4), None)
+    assert "--gpus-per-task=1" in words and not any("CUDA_VISIBLE_DEVICES" in w for w in words)
+    assert "--gpus-per-task=1" not in R.launch_prefix(load_site("generic"), R.JobResources(ranks_per_node=4,
+                                                                                          gpus_per_node=4), None)
+    with pytest.raises(ConfigError, match="gpu_binding"):
+        replace(site, gpu_binding="cuda")
 
 
 def test_generic_uses_gpus_per_node():
@@ -102,7 +120,15 @@ def test_no_requeue_drops_signal():
     assert "--no-requeue" in lines and not any(x.startswith("--signal") for x in lines)
 
 
-@pytest.mark.parametrize("bad", ["1:2", "abc", "02:00:00; id", "-1"])
+@pytest.mark.parametrize("text,seconds", [("30", 1800), ("05:30", 330), ("1:2", 62), ("02:00:00", 7200),
+                                          ("1-12", 129600), ("1-12:30", 131400), ("2-00:00:05", 172805)])
+def test_every_slurm_time_format(text, seconds):
+    from cluster_sim.deploy import _validate as v
+
+    assert R.JobResources(time=text).time == text and v.time_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["abc", "02:00:00; id", "-1", "0", "00:00:00", "1-", "1:2:3:4", "1-2-3"])
 def test_bad_time(bad):
     with pytest.raises(ConfigError, match="--time"):
         R.JobResources(time=bad)
@@ -195,3 +221,35 @@ def test_default_runs_dir(monkeypatch):
     assert str(default_runs_dir(load_site("param-brahma"))).endswith("/cluster-sim/runs")
     monkeypatch.setenv("CLUSTER_SIM_RUNS", "/data/runs")
     assert default_runs_dir(load_site("param-brahma")) == Path("/data/runs")
+
+
+def test_pass_through_options_override_the_site():
+    site = replace(load_site("generic"), sbatch=(("qos", "normal"),))
+    res = R.JobResources(mem="64G", qos="high", constraint="a100&ib", mail_type="END,FAIL", mail_user="ann@uni.example.org")
+    lines = R.directives(site, res, job_name="x", run_dir=RUN_DIR, log_name="x", comment="c")
+    for want in ("--mem=64G", "--qos=high", "--constraint=a100&ib", "--mail-type=END,FAIL",
+                 "--mail-user=ann@uni.example.org"):
+        assert want in lines, lines
+    assert "--qos=normal" not in lines
+
+
+@pytest.mark.parametrize("key,value,fix", [("mem", "64G; id", "64G"), ("qos", "a b", ""), ("constraint", "$(id)", "a100"),
+                                           ("mail_type", "END,SOMETIMES", "BEGIN"), ("mail_user", "a@b;id", "e-mail")])
+def test_pass_through_refuses_shell_text(key, value, fix):
+    with pytest.raises(ConfigError) as e:
+        R.JobResources(**{key: value})
+    assert "--" + key.replace("_", "-") in str(e.value) and fix in str(e.value)
+
+
+def test_cli_pass_through_in_dry_run(tmp_path):
+    from deploy_helpers import run_cs
+
+    spec = tmp_path / "j.toml"
+    spec.write_text('name = "x"\n')
+    cp = run_cs("submit", spec, "--dry-run", "--no-validate", "--runs-dir", tmp_path / "runs", "--mem", "4G",
+                "--mail-type", "FAIL", "--mail-user", "ann", "--time", "1-12")
+    assert cp.returncode == 0, cp.stderr
+    assert "#SBATCH --mem=4G\n" in cp.stdout and "#SBATCH --mail-type=FAIL\n" in cp.stdout
+    assert "#SBATCH --time=1-12\n" in cp.stdout
+    cp = run_cs("submit", spec, "--dry-run", "--no-validate", "--runs-dir", tmp_path / "runs", "--mem", "4G'; id")
+    assert cp.returncode == 2 and "--mem" in cp.stderr

@@ -144,6 +144,9 @@ def test_array_sweep_and_collect(spec, runs_dir, payload, tmp_path):
         assert (rd / "tasks" / str(i) / "provenance" / "restart-0" / "env.txt").is_file()
     jid = job_id(rd)
     assert sorted(p.name.split("-")[-1] for p in (rd / "logs").glob("*.out")) == [f"{jid}_{i}.out" for i in range(3)]
+    one = run_cs("logs", rd, "--task", "1")  # one array task's log, not the others'
+    assert one.returncode == 0 and one.stdout.count("run exited with status 0") == 1, one.stdout + one.stderr
+    assert run_cs("logs", rd).stdout.count("run exited with status 0") == 3
     run_cs("collect", rd, check=True)
     rows = list(csv.DictReader((rd / "results" / "summary.csv").open()))
     assert [r["stimuli.odor.amplitude_uA_cm2"] for r in rows] == ["0.5", "1", "2"]
@@ -159,6 +162,11 @@ def test_dependency_chain(spec, runs_dir, payload):
     time.sleep(1.0)
     fb = scontrol_job(job_id(b))
     assert fb["JobState"] == "PENDING" and fb["Reason"] == "Dependency"
+    # status shows why it waits, and no exit code for a job that has not ended (scontrol says 0:0)
+    unit = status_json(b)["units"][0]
+    assert (unit["state"], unit["reason"], unit["exit_code"]) == ("PENDING", "Dependency", None), unit
+    text = run_cs("status", b).stdout
+    assert "PENDING (Dependency)" in text and "exit=" not in text, text
     assert wait_json(b)["state"] == "COMPLETED"
     fa, fb = scontrol_job(job_id(a)), scontrol_job(job_id(b))
     assert fb["StartTime"] >= fa["EndTime"]
@@ -191,6 +199,48 @@ def test_scaling_study_chain_and_collect_job(spec, runs_dir, payload, tmp_path):
     assert float(agg[0]["speedup_propagation"]) == 1.0 and float(agg[1]["propagation_mean_s"]) > 0
     for png in ("wall_time.png", "speedup.png", "efficiency.png", "rtf_phases.png"):
         assert (rd / "results" / png).stat().st_size > 1000
+    # written by the collect job itself: its own RUNNING state must not count (it said RUNNING forever)
+    summary = json.loads((rd / "results" / "summary.json").read_text())
+    assert summary["state"] == "COMPLETED", summary
+
+
+def _real_spec(tmp_path: Path) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import SMALL_COBAHH
+
+    p = tmp_path / "cobahh.toml"
+    p.write_text(SMALL_COBAHH)
+    return p
+
+
+def _jobs_named(name: str) -> list[str]:
+    return subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
+
+
+def test_sweep_validates_every_task_before_sbatch(runs_dir, tmp_path):
+    """Task 2 of 3 has a bad value: exit 2 naming it, no run folder, no job (only task 0 was checked before)."""
+    spec = _real_spec(tmp_path)
+    sw = tmp_path / "sweep.toml"
+    sw.write_text(f'job = "{spec.name}"\nname = "h13-badsweep"\n[sweep]\n"integrator.dt_ms" = [0.1, 0.05, -1.0]\n')
+    cp = run_cs("sweep", sw, "--runs-dir", runs_dir, "--time", "00:02:00", "--cpus-per-task", "1")
+    assert cp.returncode == 2, cp.stdout + cp.stderr
+    assert "sweep task 2: integrator.dt_ms" in cp.stderr, cp.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+    assert _jobs_named("h13-badsweep") == []
+
+
+def test_study_validates_each_member_with_its_mode(runs_dir, tmp_path):
+    """float32 is fine for BSP but refused by the asynchronous mode: the async member fails submit."""
+    spec = _real_spec(tmp_path)
+    st = tmp_path / "study.toml"
+    st.write_text(f'name = "h13-badstudy"\njob = "{spec.name}"\nnodes = [1]\nranks_per_node = [1]\n'
+                  f'modes = ["bsp", "async"]\ntime = "00:02:00"\nexclusive = false\n'
+                  f'[set]\n"integrator.precision" = "float32"\n')
+    cp = run_cs("scale", st, "--runs-dir", runs_dir)
+    assert cp.returncode == 2, cp.stdout + cp.stderr
+    assert "study member n1r1-async-rep0: integrator.precision" in cp.stderr, cp.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+    assert _jobs_named("h13-badstudy-n1r1-bsp-rep0") == []
 
 
 # ---- requeue and resume ---------------------------------------------------------------------
@@ -326,3 +376,63 @@ def test_two_ranks_match_one_rank(runs_dir, engine_reference):
     run = json.loads((rd / "out" / "run.json").read_text())
     assert run.get("ranks") == 2, f"srun --ntasks-per-node=2 ran {run.get('ranks')} rank(s): MPI/PMIx not wired"
     assert read_spikes(rd / "out" / "spikes.h5") == engine_reference
+
+
+def test_refused_sbatch_leaves_no_folder(spec, runs_dir, payload):
+    cp = run_cs("submit", spec, "--runs-dir", runs_dir, *COMMON, "--payload", payload, "--time", "00:05:00",
+                "--partition", "h13nosuchpartition")
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "submission failed" in cp.stderr and "run failed" not in cp.stderr, cp.stderr
+    assert "h13nosuchpartition" in cp.stderr.lower() or "partition" in cp.stderr.lower(), cp.stderr
+    assert not runs_dir.exists() or not any(runs_dir.iterdir()), list(runs_dir.iterdir())
+
+
+def test_status_imports_no_dask_or_tensorflow(spec, runs_dir, payload):
+    """`cluster-sim status` is called in loops: it must not pay for TensorFlow/dask/h5py imports."""
+    rd = submit(spec, "--time", "00:02:00", "--set", "fake.steps=1", runs_dir=runs_dir, payload=payload)
+    cmd = [sys.executable, "-X", "importtime", "-m", "cluster_sim.cli", "status", str(rd)]
+    t0 = time.perf_counter()
+    cp = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    wall = time.perf_counter() - t0
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in cp.stderr.splitlines() if line.startswith("import time:")}
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("tensorflow", "dask", "h5py", "matplotlib", "keras"))
+    assert not heavy, heavy
+    print(f"status wall {wall:.2f} s")  # ~0.4 s here; was ~3.7 s with dask/TensorFlow
+    wait_json(rd)
+
+
+def test_logs_follow_and_runs_list(spec, runs_dir, payload, tmp_path):
+    rd = submit(spec, "--time", "00:02:00", "--set", "fake.steps=6", "--set", "fake.step_s=0.2", runs_dir=runs_dir,
+                payload=payload)
+    cp = run_cs("logs", rd, "--follow", timeout=120)  # returns once the job has ended
+    assert cp.returncode == 0, cp.stderr
+    assert "[cluster-sim] job " in cp.stdout and "run exited with status 0" in cp.stdout, cp.stdout
+    cp = run_cs("runs", "--runs-dir", runs_dir)
+    assert cp.returncode == 0 and str(rd) in cp.stdout, cp.stdout + cp.stderr
+    row = next(line for line in cp.stdout.splitlines() if str(rd) in line)
+    assert row.split()[:2] == ["COMPLETED", "run"], row
+    assert run_cs("logs", rd, "--task", "7").returncode == 2
+
+
+def test_cancelled_run_resubmits_from_its_checkpoint(spec, runs_dir, payload):
+    rd = submit(spec, "--time", "00:05:00", "--set", "fake.steps=40", "--set", "fake.step_s=0.1", runs_dir=runs_dir,
+                payload=payload)
+    first = job_id(rd)
+    wait_started(rd)
+    time.sleep(1.0)
+    cp = run_cs("cancel", rd, check=True)
+    assert f"cluster-sim resubmit {rd}" in cp.stdout  # the hint names the command
+    assert wait_json(rd, timeout=60)["state"] == "CANCELLED"
+    cp = run_cs("resubmit", rd, "--time", "4:00", check=True)
+    second = job_id(rd)
+    assert second != first and scontrol_job(second)["TimeLimit"] == "00:04:00"
+    st = wait_json(rd)
+    assert st["state"] == "COMPLETED" and st["units"][0]["job_id"] == second, (st, log_text(rd))
+    man = json.loads((rd / "manifest.json").read_text())
+    assert [j["job_id"] for j in man["jobs"]] == [first, second] and man["jobs"][1]["resubmit_of"] == first
+    argv = json.loads((rd / "out" / "argv.json").read_text())["argv"]
+    assert "--resume" in argv and "fake.steps=40" in argv  # same overrides, from the checkpoint
+    assert (rd / "provenance" / f"job-{first}" / "restart-0" / "host.txt").is_file()  # kept, not overwritten
+    assert (rd / "provenance" / "restart-0" / "host.txt").is_file()
+    assert run_cs("resubmit", rd).returncode == 2  # completed: nothing to continue

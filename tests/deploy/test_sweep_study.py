@@ -169,3 +169,22 @@ def test_aggregate_and_plots(tmp_path):
     pngs = plot(agg, tmp_path, "strong")
     assert {p.name for p in pngs} == {"wall_time.png", "speedup.png", "efficiency.png", "rtf_phases.png"}
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_study_dry_run_prints_what_submit_writes(tmp_path, spec):
+    """The dry run shows every member with its dependency line and the collect job; a real submit
+    writes the same scripts with real job ids in those places."""
+    st = write(tmp_path / "study.toml", f'name = "dr"\njob = "{spec}"\nnodes = [1]\nranks_per_node = [1, 2]\n'
+                                       f'modes = ["bsp"]\ntime = "00:05:00"\nexclusive = false\n')
+    opts = SubmitOptions(site=load_site("local"), resources=R.JobResources(), runs_dir=tmp_path / "runs", validate=False)
+    dry = submit_study(st, opts, dry_run=True)
+    assert not (tmp_path / "runs").exists()
+    assert dry.script.count("# ===== member ") == 2 and "# ===== collect =====" in dry.script
+    assert "#SBATCH --dependency=afterany:<job id of n1r1-bsp-rep0>\n" in dry.script
+    assert "#SBATCH --dependency=afterany:<job id of n1r1-bsp-rep0>:<job id of n1r2-bsp-rep0>\n" in dry.script
+    runner = Counter()
+    real = submit_study(st, opts, runner=runner)
+    expected = dry.script.replace("<job id of n1r1-bsp-rep0>", "101").replace("<job id of n1r2-bsp-rep0>", "102")
+    expected = expected.replace(str(dry.run_dir), str(real.run_dir)).replace(dry.run_dir.name.split("-")[-1],
+                                                                             real.run_dir.name.split("-")[-1])
+    assert real.script == expected

@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
     resume = False
     duration = None
     mode = "bsp"
+    device = "auto"
     raw_sets: list[str] = []
     while args:
         a = args.pop(0)
@@ -60,6 +61,8 @@ def main(argv: list[str]) -> int:
             args.pop(0)
         elif a == "--mode":
             mode = args.pop(0)
+        elif a == "--device":
+            device = args.pop(0)
         else:
             print(f"fake cluster-sim: unknown argument {a!r}", file=sys.stderr)
             return 2
@@ -68,6 +71,13 @@ def main(argv: list[str]) -> int:
     import os
 
     env = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "SLURM_LOCALID", "FAKE_IN_CONTAINER")}
+    env["device"] = device
+    if os.environ.get("SLURM_LOCALID"):
+        # the GPU the real engine would take (its one place that maps ranks to GPUs)
+        from cluster_sim.runtime.device import gpu_for_local_rank
+
+        env["picked_gpu"] = gpu_for_local_rank(int(os.environ["SLURM_LOCALID"]), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                               0, under_slurm=True)
     (out / "argv.json").write_text(json.dumps({"argv": argv, "sets": raw_sets, "env": env}))
     if os.environ.get("SLURM_LOCALID"):
         (out / f"env-{os.environ['SLURM_LOCALID']}.json").write_text(json.dumps(env))

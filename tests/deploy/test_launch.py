@@ -181,3 +181,34 @@ def test_term_before_launch_exits(tmp_path, spec):
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 143, out
     assert "requeue" not in (tmp_path / "calls.log").read_text()
+
+
+FAKE_MPIEXEC_EXIT_1 = r"""#!/bin/bash
+if [ "$1" = --version ]; then echo "slurm 22.05.8"; exit 0; fi
+while [[ "${1:-}" == --* ]]; do shift; done
+touch "$FAKE_LOG.srun"
+"$@" &
+child=$!
+trap 'kill -TERM $child' TERM
+wait $child; wait $child
+exit 1                                      # Open MPI's status after ranks exited 75
+"""
+
+
+def test_sigterm_with_launcher_exit_1_counts_the_committed_checkpoint(tmp_path, spec):
+    """Open MPI's mpiexec exits 1 although every rank checkpointed and exited 75: the batch
+    script recognises the checkpoint this launch committed and reports 75, not a failure."""
+    import time
+
+    sub = _submit_local(tmp_path, spec)
+    env = _signal_env(tmp_path, FAKE_MPIEXEC_EXIT_1, "#!/bin/bash\necho \"scontrol $*\" >> \"$FAKE_LOG\"\n")
+    p = subprocess.Popen(["bash", str(sub.run_dir / "job.sbatch")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not Path(env["FAKE_LOG"] + ".srun").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)
+    p.send_signal(15)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 75, out
+    assert "treating it as checkpointed (75)" in out and "checkpoint at step" in out, out

@@ -31,6 +31,8 @@ from cluster_sim.network.partition import local_indices, owner_of
 from cluster_sim.progress import Progress
 from cluster_sim.record import checkpoint as ckpt
 from cluster_sim.record.spikes import SpikeWriter
+from cluster_sim.record.traces import TraceWriter
+from cluster_sim.asyncmode.sampling import SampleStore, TraceAssembler
 from cluster_sim.spec.schema import JobSpec
 
 
@@ -86,6 +88,27 @@ def simulate_async(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, 
                      "populations": json.dumps([p.name for p in spec.populations])}
             writer = SpikeWriter(out / "spikes.h5", {p.name: p.count for p in spec.populations}, attrs,
                                  resume_counts=manifest.get("spike_counts") if manifest else None)
+    # --- traces (issue 9 §3): engine.take_samples() -> rank 0's TraceAssembler -> TraceWriter ---
+    traces: dict[str, TraceWriter] = {}
+    assembler = None
+    if is_root:
+        start_rows = {r.name: int(manifest["trace_rows"][r.name]) if manifest else 0 for r in spec.recordings}
+        assembler = TraceAssembler({r.name: len(r.neurons) for r in spec.recordings}, start_rows)
+        with timers.clock("io"):
+            for r in spec.recordings:
+                traces[r.name] = TraceWriter(out / f"report_{r.name}.h5", r.population, r.variable, np.asarray(r.neurons),
+                                             r.sampling_ms, "mV" if r.variable == "v" else "",
+                                             resume_rows=start_rows[r.name] if manifest else None)
+
+    def add_samples(samples: list[tuple[str, int, np.ndarray, np.ndarray]]) -> None:
+        for name, row0, cols, data in samples:
+            assembler.add(name, row0, cols, data)
+
+    def write_traces() -> None:
+        for name, tw in traces.items():
+            tw.add(assembler.ready(name))
+            tw.flush()
+    # --- end traces ---
     n_spikes_pop = dict(manifest["n_spikes_pop"]) if manifest else {p.name: 0 for p in spec.populations}
     pending_out: list[tuple[np.ndarray, np.ndarray]] = []  # (gid, time) spikes to record
     pop_of = [(p.name, net.layout.offsets[net.layout.index(p.name)], p.count) for p in spec.populations]
@@ -106,11 +129,14 @@ def simulate_async(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, 
         with timers.clock("io"):
             parts = list(pending_out)
             pending_out.clear()
+            samples = engine.take_samples()
             if is_root:
                 write_local(parts)
+                add_samples(samples)
+                write_traces()
                 writer.flush()
             else:
-                mailbox.send(0, OUTPUT, (parts, final))
+                mailbox.send(0, OUTPUT, (parts, samples, final))
 
     stop = stop_request or StopRequest().install()
     prog = Progress(T, enabled=progress if is_root else False, start_ms=engine.min_c() * D)
@@ -136,9 +162,10 @@ def simulate_async(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, 
                 if c >= engine.k_end:
                     source_final[src] = True
             elif tag == OUTPUT:
-                parts, final = obj
+                parts, samples, final = obj
                 with timers.clock("io"):
                     write_local(parts)
+                    add_samples(samples)
                 if final:
                     finished_ranks.add(src)
             else:
@@ -196,8 +223,10 @@ def simulate_async(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, 
                 while mailbox is not None and len(ctl["ckpt_done"]) < size - 1:
                     handle(mailbox.receive(block=True))
                 writer.flush()
+                write_traces()
                 ckpt.commit(out, c_ck, size, {"spec_digest": spec_digest(spec), "mode": "async", "n_spikes_pop": n_spikes_pop,
                                               "phases": timers.seconds, "spike_counts": writer.counts,
+                                              "trace_rows": {k: t.rows for k, t in traces.items()},
                                               "simulated_ms": c_ck * D, "grid_ms": D})
                 ctl["ckpt_done"] = set()
                 for r in range(1, size):
@@ -281,6 +310,8 @@ def simulate_async(spec: JobSpec, out_dir: str | Path, *, resume: bool = False, 
         stop.restore()
         if writer is not None:
             writer.close()
+        for tw in traces.values():
+            tw.close()
 
     return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK,
                      _summary(spec, out, engine, local, net, comm, timers, status, n_spikes_pop, dev, D, size, rank,
@@ -385,6 +416,7 @@ def _restore(engine: AsyncEngine, parts: list[dict[str, np.ndarray]], c_ck: int)
     for k in engine.queue.KEYS:
         engine.queue.cols[k] = [dup_free[k]]
     engine.promise[:] = c_ck
+    engine.samples = SampleStore(local.recordings, engine.D, c_ck)  # rows before T_c are in the files
     engine.sources_done_k = c_ck  # spike-source windows before T_c are already in the queue
 
 

@@ -86,6 +86,7 @@ class BdfKernel:
         self.param_names = list(param_names)
         self.stimuli = list(stimuli)
         self.nv = len(model.variables)
+        self.v_cols = [0]  # columns holding membrane potentials (a coupled group has several)
         f64 = tf.float64
         self._kappa = tf.constant(_KAPPA, f64)
         self._gamma = tf.constant(_GAMMA, f64)
@@ -171,7 +172,7 @@ class BdfKernel:
         big = tf.constant(np.inf, f64)
         zeros_i = tf.zeros([B], i32)
         counters = {k: zeros_i for k in COUNTER_KEYS}
-        spike = tf.fill([B], tf.constant(np.nan, f64))
+        spike = tf.fill([B, len(self.v_cols)], tf.constant(np.nan, f64))
         smp_v = tf.fill([B, tf.shape(smp_t)[1], self.nv], tf.constant(np.nan, f64))
 
         def next_event(ptr: Any) -> tuple[Any, Any]:
@@ -181,7 +182,7 @@ class BdfKernel:
 
         def live(s: dict[str, Any], spk: Any) -> Any:
             te, _ = next_event(s["ev_ptr"])
-            return (((s["t"] < t_stop) | (te <= s["t"])) & tf.math.is_nan(spk) & ~s["failed"])
+            return (((s["t"] < t_stop) | (te <= s["t"])) & tf.reduce_all(tf.math.is_nan(spk), axis=1) & ~s["failed"])
 
         def body(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
             s, c = dict(s), dict(c)
@@ -317,13 +318,17 @@ class BdfKernel:
             rows_acc[i] = tf.where((i <= q)[:, None], rows_acc[i] + rows_acc[i + 1], rows_acc[i])
         Dacc = tf.stack(rows_acc, axis=0)
         # Spike: upward threshold crossing inside the step, located on the interpolant.
-        v_old, v_new = D[0][:, 0], Dacc[0][:, 0]
-        cross = accept & (v_old < thresh) & (v_new >= thresh)
-        t_spk = tf.cond(tf.reduce_any(cross), lambda: self._root(Dacc, q, t, t_new, h, thresh),
-                        lambda: t_new)
-        spiked = cross & (t_spk - s["fire_t"] >= refr)
-        s["fire_t"] = tf.where(spiked, t_spk, s["fire_t"])
-        spike = tf.where(spiked, t_spk, tf.fill(tf.shape(h), tf.constant(np.nan, f64)))
+        th = thresh if thresh.shape.rank == 2 else thresh[:, None]  # [B, M] for M voltage columns
+        rf = refr if refr.shape.rank == 2 else refr[:, None]
+        fire = s["fire_t"] if s["fire_t"].shape.rank == 2 else s["fire_t"][:, None]
+        v_old, v_new = tf.gather(D[0], self.v_cols, axis=1), tf.gather(Dacc[0], self.v_cols, axis=1)
+        cross = accept[:, None] & (v_old < th) & (v_new >= th)
+        t_spk = tf.cond(tf.reduce_any(cross), lambda: self._root(Dacc, q, t, t_new, h, th),
+                        lambda: tf.broadcast_to(t_new[:, None], tf.shape(th)))
+        spiked = cross & (t_spk - fire >= rf)
+        fire = tf.where(spiked, t_spk, fire)
+        s["fire_t"] = fire if s["fire_t"].shape.rank == 2 else fire[:, 0]
+        spike = tf.where(spiked, t_spk, tf.fill(tf.shape(th), tf.constant(np.nan, f64)))
         # Samples inside the accepted step (t, t_new]: its own interpolant, before any rescaling.
         in_step = accept[:, None] & (smp_t > t[:, None]) & (smp_t <= t_new[:, None])
         smp_v = tf.cond(tf.reduce_any(in_step),
@@ -377,27 +382,31 @@ class BdfKernel:
         return out
 
     def _root(self, D: Any, q: Any, t_old: Any, t_new: Any, h: Any, thresh: Any) -> Any:
-        """Bisection for V(t) = threshold on the step's interpolating polynomial."""
+        """Bisection for V(t) = threshold on the step's interpolating polynomial, for every
+        voltage column: times [B, M] (thresh [B, M])."""
         tf = self.tf
         f64 = tf.float64
-        k = tf.range(MAX_ORDER, dtype=f64)[None, :]  # 0..4
-        shift = t_new[:, None] - h[:, None] * k
-        denom = h[:, None] * (1.0 + k)
-        use = tf.cast(tf.range(MAX_ORDER)[None, :] < q[:, None], f64)
-        Dv = tf.transpose(D[1:MAX_ORDER + 1, :, 0])  # [B, 5]
+        k = tf.range(MAX_ORDER, dtype=f64)[None, None, :]  # 0..4
+        shift = t_new[:, None, None] - h[:, None, None] * k
+        denom = h[:, None, None] * (1.0 + k)
+        use = tf.cast(tf.range(MAX_ORDER)[None, None, :] < q[:, None, None], f64)
+        Dv = tf.transpose(tf.gather(D[1:MAX_ORDER + 1], self.v_cols, axis=2), [1, 2, 0])  # [B, M, 5]
+        v0 = tf.gather(D[0], self.v_cols, axis=1)
 
         def v_at(tt: Any) -> Any:
-            x = (tt[:, None] - shift) / denom
+            x = (tt[:, :, None] - shift) / denom
             x = use * x + (1.0 - use)  # factors beyond the order contribute 1, their D row 0
-            p = tf.math.cumprod(x, axis=1)
-            return D[0][:, 0] + tf.reduce_sum(use * Dv * p, axis=1)
+            p = tf.math.cumprod(x, axis=2)
+            return v0 + tf.reduce_sum(use * Dv * p, axis=2)
 
         def b_body(i: Any, lo: Any, hi: Any) -> Any:
             mid = 0.5 * (lo + hi)
             above = v_at(mid) >= thresh
             return i + 1, tf.where(above, lo, mid), tf.where(above, mid, hi)
 
-        _, _, hi = tf.while_loop(lambda i, lo, hi: i < BISECTIONS, b_body, (tf.constant(0), t_old, t_new))
+        lo0 = tf.broadcast_to(t_old[:, None], tf.shape(thresh))
+        hi0 = tf.broadcast_to(t_new[:, None], tf.shape(thresh))
+        _, _, hi = tf.while_loop(lambda i, lo, hi: i < BISECTIONS, b_body, (tf.constant(0), lo0, hi0))
         return hi
 
     # -- host interface ---------------------------------------------------------------------
@@ -415,7 +424,9 @@ class BdfKernel:
                                       tf.constant(ev_w), tf.constant(smp_t), tf.constant(params), tf.constant(amps),
                                       tf.constant(thresh), tf.constant(refr), tf.constant(max_iter, tf.int32),
                                       tf.constant([rtol, atol, newton_tol], tf.float64))
-        return {k: v.numpy() for k, v in out.items()}, spk.numpy(), {k: v.numpy() for k, v in cnt.items()}, smp.numpy()
+        spk = spk.numpy()
+        return ({k: v.numpy() for k, v in out.items()}, spk[:, 0] if len(self.v_cols) == 1 else spk,
+                {k: v.numpy() for k, v in cnt.items()}, smp.numpy())
 
 
 _SHARED: dict[tuple, BdfKernel] = {}

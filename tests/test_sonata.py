@@ -125,7 +125,7 @@ def test_to_neo_and_an_elephant_statistic(bsp_run: Path) -> None:
 def test_async_run_is_sonata(job: Path, tmp_path: Path) -> None:
     """The asynchronous mode writes through the same outputs: libsonata reads its files too."""
     out = tmp_path / "async"
-    cli("run", str(job), "--out", str(out), "--duration", "20", "--mode", "async", "-q", "--set", "recordings={}", check=True)
+    cli("run", str(job), "--out", str(out), "--duration", "20", "--mode", "async", "-q", check=True)  # with its recordings
     counts = assert_sonata_readable(out)
     info = json.loads((out / "run.json").read_text())
     assert info["mode"] == "async" and sum(counts.values()) == info["n_spikes"] > 0

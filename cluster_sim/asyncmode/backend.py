@@ -19,6 +19,7 @@ from cluster_sim.asyncmode import bdf
 from cluster_sim.asyncmode.engine import AsyncEngine
 from cluster_sim.asyncmode.local import build_local, is_source, lookahead_ms
 from cluster_sim.asyncmode.p2p import CONTROL, DATA, OUTPUT, Mailbox, maybe_trace
+from cluster_sim.asyncmode.sampling import SampleStore, TraceAssembler
 from cluster_sim.network.partition import owner_of
 from cluster_sim.record import checkpoint as ckpt
 from cluster_sim.run.context import RunContext
@@ -62,6 +63,21 @@ class AsyncBackend:
         D, owner, needed_by, source_ranks = self.D, self.owner, self.needed_by, self.source_ranks
         ck_iv = max(1, int(round(ctx.checkpoint_every_ms / D))) if ctx.checkpoint_every_ms else 0
         pending_out: list[tuple[np.ndarray, np.ndarray]] = []  # (gid, time) spikes to record
+        # Traces: each rank's samples (from its neurons' dense output) are assembled into whole
+        # rows at rank 0, which hands complete rows to the report writers.
+        assembler = None
+        if is_root:
+            start_rows = {r.name: int(ctx.manifest["trace_rows"][r.name]) if ctx.manifest else 0 for r in spec.recordings}
+            assembler = TraceAssembler({r.name: len(r.neurons) for r in spec.recordings}, start_rows)
+
+        def add_samples(samples: list[tuple[str, int, np.ndarray, np.ndarray]]) -> None:
+            assert assembler is not None and ctx.outputs is not None
+            for name, row0, cols, data in samples:
+                assembler.add(name, row0, cols, data)
+            for r in spec.recordings:
+                rows = assembler.ready(r.name)
+                if rows.shape[0]:
+                    ctx.outputs.add_samples(r.name, rows)
 
         def record(gids: np.ndarray, times: np.ndarray) -> None:
             if gids.size:
@@ -76,12 +92,14 @@ class AsyncBackend:
             with timers.clock("io"):
                 parts = list(pending_out)
                 pending_out.clear()
+                samples = engine.take_samples()
                 if is_root:
                     write_local(parts)
+                    add_samples(samples)
                     assert ctx.outputs is not None
                     ctx.outputs.flush()
                 else:
-                    mailbox.send(0, OUTPUT, (parts, final))
+                    mailbox.send(0, OUTPUT, (parts, samples, final))
 
         sent_promise = {r: engine.min_c() for r in needed_by}
         finished_ranks: set[int] = set()  # ranks whose final OUTPUT rank 0 has received
@@ -105,9 +123,10 @@ class AsyncBackend:
                     if c >= engine.k_end:
                         source_final[src] = True
                 elif tag == OUTPUT:
-                    parts, final = obj
+                    parts, samples, final = obj
                     with timers.clock("io"):
                         write_local(parts)
+                        add_samples(samples)
                     if final:
                         finished_ranks.add(src)
                 else:
@@ -368,6 +387,7 @@ def _restore(engine: AsyncEngine, parts: list[dict[str, np.ndarray]], c_ck: int)
     for k in engine.queue.KEYS:
         engine.queue.cols[k] = [dup_free[k]]
     engine.promise[:] = c_ck
+    engine.samples = SampleStore(local.recordings, engine.D, c_ck)  # rows before T_c are in the files
     engine.sources_done_k = c_ck  # spike-source windows before T_c are already in the queue
 
 

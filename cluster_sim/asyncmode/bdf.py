@@ -15,6 +15,9 @@ per neuron identical however the batch is composed (bitwise: no cross-neuron red
 * Events: a neuron stops exactly at each of its input events (a padded, time-sorted list per
   neuron, already summed per time on the host), adds the jump and restarts at order 1 with a
   fresh initial step (the history is invalid across a jump).
+* Samples: recorded values at given times come from the dense output of the accepted step that
+  covers each time (its interpolating polynomial), never from extra steps: the sample times
+  are inputs, and filled slots (NaN otherwise) an output.
 * Spikes: an upward crossing of the threshold within an accepted step is located by bisection
   on the step's interpolating polynomial (dense output), not at the step end; the neuron then
   pauses for the rest of the call so that the host collects at most one spike per call.
@@ -83,6 +86,7 @@ class BdfKernel:
         self.param_names = list(param_names)
         self.stimuli = list(stimuli)
         self.nv = len(model.variables)
+        self.v_cols = [0]  # columns holding membrane potentials (a coupled group has several)
         f64 = tf.float64
         self._kappa = tf.constant(_KAPPA, f64)
         self._gamma = tf.constant(_GAMMA, f64)
@@ -157,8 +161,8 @@ class BdfKernel:
 
     # -- one call ---------------------------------------------------------------------------
 
-    def _advance(self, st: dict[str, Any], t_stop: Any, ev_t: Any, ev_w: Any, params: Any, amps: Any,
-                 thresh: Any, refr: Any, max_iter: Any, tol: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    def _advance(self, st: dict[str, Any], t_stop: Any, ev_t: Any, ev_w: Any, smp_t: Any, params: Any, amps: Any,
+                 thresh: Any, refr: Any, max_iter: Any, tol: Any) -> tuple[dict[str, Any], Any, dict[str, Any], Any]:
         tf = self.tf
         # Tolerances are inputs, not constants, so that one compilation serves every tolerance.
         self.rtol, self.atol, self.newton_tol = tol[0], tol[1], tol[2]
@@ -168,7 +172,8 @@ class BdfKernel:
         big = tf.constant(np.inf, f64)
         zeros_i = tf.zeros([B], i32)
         counters = {k: zeros_i for k in COUNTER_KEYS}
-        spike = tf.fill([B], tf.constant(np.nan, f64))
+        spike = tf.fill([B, len(self.v_cols)], tf.constant(np.nan, f64))
+        smp_v = tf.fill([B, tf.shape(smp_t)[1], self.nv], tf.constant(np.nan, f64))
 
         def next_event(ptr: Any) -> tuple[Any, Any]:
             idx = tf.minimum(ptr, n_ev - 1)
@@ -177,9 +182,9 @@ class BdfKernel:
 
         def live(s: dict[str, Any], spk: Any) -> Any:
             te, _ = next_event(s["ev_ptr"])
-            return (((s["t"] < t_stop) | (te <= s["t"])) & tf.math.is_nan(spk) & ~s["failed"])
+            return (((s["t"] < t_stop) | (te <= s["t"])) & tf.reduce_all(tf.math.is_nan(spk), axis=1) & ~s["failed"])
 
-        def body(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any) -> Any:
+        def body(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
             s, c = dict(s), dict(c)
             act = live(s, spk)
             # 1. Input events due at the neuron's time: add the jump, restart the history.
@@ -198,15 +203,15 @@ class BdfKernel:
             # 3. One step attempt towards min(stop, next event).
             target = tf.minimum(t_stop, te)
             go = act & (s["t"] < target)
-            s, c, spk2 = self._attempt(s, c, go, target, params, amps, thresh, refr)
+            s, c, spk2, sv = self._attempt(s, c, go, target, params, amps, thresh, refr, smp_t, sv)
             spk = tf.where(tf.math.is_nan(spk2), spk, spk2)
-            return it + 1, s, c, spk
+            return it + 1, s, c, spk, sv
 
-        def cond(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any) -> Any:
+        def cond(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
             return (it < max_iter) & tf.reduce_any(live(s, spk))
 
-        _, st, counters, spike = tf.while_loop(cond, body, (tf.constant(0, i32), st, counters, spike))
-        return st, spike, counters
+        _, st, counters, spike, smp_v = tf.while_loop(cond, body, (tf.constant(0, i32), st, counters, spike, smp_v))
+        return st, spike, counters, smp_v
 
     def _restart(self, s: dict[str, Any], c: dict[str, Any], mask: Any, params: Any, amps: Any) -> Any:
         tf = self.tf
@@ -235,7 +240,7 @@ class BdfKernel:
         return s, c
 
     def _attempt(self, s: dict[str, Any], c: dict[str, Any], go: Any, target: Any, params: Any, amps: Any,
-                 thresh: Any, refr: Any) -> Any:
+                 thresh: Any, refr: Any, smp_t: Any, smp_v: Any) -> Any:
         tf = self.tf
         f64, i32 = tf.float64, tf.int32
         s, c = dict(s), dict(c)
@@ -313,13 +318,22 @@ class BdfKernel:
             rows_acc[i] = tf.where((i <= q)[:, None], rows_acc[i] + rows_acc[i + 1], rows_acc[i])
         Dacc = tf.stack(rows_acc, axis=0)
         # Spike: upward threshold crossing inside the step, located on the interpolant.
-        v_old, v_new = D[0][:, 0], Dacc[0][:, 0]
-        cross = accept & (v_old < thresh) & (v_new >= thresh)
-        t_spk = tf.cond(tf.reduce_any(cross), lambda: self._root(Dacc, q, t, t_new, h, thresh),
-                        lambda: t_new)
-        spiked = cross & (t_spk - s["fire_t"] >= refr)
-        s["fire_t"] = tf.where(spiked, t_spk, s["fire_t"])
-        spike = tf.where(spiked, t_spk, tf.fill(tf.shape(h), tf.constant(np.nan, f64)))
+        th = thresh if thresh.shape.rank == 2 else thresh[:, None]  # [B, M] for M voltage columns
+        rf = refr if refr.shape.rank == 2 else refr[:, None]
+        fire = s["fire_t"] if s["fire_t"].shape.rank == 2 else s["fire_t"][:, None]
+        v_old, v_new = tf.gather(D[0], self.v_cols, axis=1), tf.gather(Dacc[0], self.v_cols, axis=1)
+        cross = accept[:, None] & (v_old < th) & (v_new >= th)
+        t_spk = tf.cond(tf.reduce_any(cross), lambda: self._root(Dacc, q, t, t_new, h, th),
+                        lambda: tf.broadcast_to(t_new[:, None], tf.shape(th)))
+        spiked = cross & (t_spk - fire >= rf)
+        fire = tf.where(spiked, t_spk, fire)
+        s["fire_t"] = fire if s["fire_t"].shape.rank == 2 else fire[:, 0]
+        spike = tf.where(spiked, t_spk, tf.fill(tf.shape(th), tf.constant(np.nan, f64)))
+        # Samples inside the accepted step (t, t_new]: its own interpolant, before any rescaling.
+        in_step = accept[:, None] & (smp_t > t[:, None]) & (smp_t <= t_new[:, None])
+        smp_v = tf.cond(tf.reduce_any(in_step),
+                        lambda: tf.where(in_step[:, :, None], self._interp(Dacc, q, t_new, h, smp_t), smp_v),
+                        lambda: smp_v)
         # Order and step for the next step, after q+1 steps at the same size.
         n_eq_acc = n_equal + 1
         consider = accept & (n_eq_acc >= q + 1)
@@ -351,44 +365,68 @@ class BdfKernel:
                                 tf.where(reject, tf.zeros_like(n_equal), tf.where(go, n_equal, s["n_equal"])))
         s["failed"] = s["failed"] | (reject & (h * shrink < H_MIN_MS))
         c["steps"] = c["steps"] + tf.cast(accept, i32)
-        return s, c, spike
+        return s, c, spike, smp_v
+
+    def _interp(self, D: Any, q: Any, t_new: Any, h: Any, tau: Any) -> Any:
+        """Every variable at times tau [B, S] on the accepted step's interpolating polynomial
+        y(τ) = D0 + Σ_{k=1..q} D_k Π_{j<k} (τ - (t_new - j·h)) / ((j+1)·h)  →  [B, S, nv].
+        Unrolled over the ≤ 5 terms (elementwise, so bitwise the same in any batch)."""
+        tf = self.tf
+        out = tf.broadcast_to(D[0][:, None, :], [tf.shape(tau)[0], tf.shape(tau)[1], self.nv])
+        prod = tf.ones_like(tau)
+        for k in range(1, MAX_ORDER + 1):
+            j = float(k - 1)
+            prod = prod * (tau - (t_new[:, None] - j * h[:, None])) / ((j + 1.0) * h[:, None])
+            use = (k <= q)[:, None, None]
+            out = tf.where(use, out + prod[:, :, None] * D[k][:, None, :], out)
+        return out
 
     def _root(self, D: Any, q: Any, t_old: Any, t_new: Any, h: Any, thresh: Any) -> Any:
-        """Bisection for V(t) = threshold on the step's interpolating polynomial."""
+        """Bisection for V(t) = threshold on the step's interpolating polynomial, for every
+        voltage column: times [B, M] (thresh [B, M])."""
         tf = self.tf
         f64 = tf.float64
-        k = tf.range(MAX_ORDER, dtype=f64)[None, :]  # 0..4
-        shift = t_new[:, None] - h[:, None] * k
-        denom = h[:, None] * (1.0 + k)
-        use = tf.cast(tf.range(MAX_ORDER)[None, :] < q[:, None], f64)
-        Dv = tf.transpose(D[1:MAX_ORDER + 1, :, 0])  # [B, 5]
+        k = tf.range(MAX_ORDER, dtype=f64)[None, None, :]  # 0..4
+        shift = t_new[:, None, None] - h[:, None, None] * k
+        denom = h[:, None, None] * (1.0 + k)
+        use = tf.cast(tf.range(MAX_ORDER)[None, None, :] < q[:, None, None], f64)
+        Dv = tf.transpose(tf.gather(D[1:MAX_ORDER + 1], self.v_cols, axis=2), [1, 2, 0])  # [B, M, 5]
+        v0 = tf.gather(D[0], self.v_cols, axis=1)
 
         def v_at(tt: Any) -> Any:
-            x = (tt[:, None] - shift) / denom
+            x = (tt[:, :, None] - shift) / denom
             x = use * x + (1.0 - use)  # factors beyond the order contribute 1, their D row 0
-            p = tf.math.cumprod(x, axis=1)
-            return D[0][:, 0] + tf.reduce_sum(use * Dv * p, axis=1)
+            p = tf.math.cumprod(x, axis=2)
+            return v0 + tf.reduce_sum(use * Dv * p, axis=2)
 
         def b_body(i: Any, lo: Any, hi: Any) -> Any:
             mid = 0.5 * (lo + hi)
             above = v_at(mid) >= thresh
             return i + 1, tf.where(above, lo, mid), tf.where(above, mid, hi)
 
-        _, _, hi = tf.while_loop(lambda i, lo, hi: i < BISECTIONS, b_body, (tf.constant(0), t_old, t_new))
+        lo0 = tf.broadcast_to(t_old[:, None], tf.shape(thresh))
+        hi0 = tf.broadcast_to(t_new[:, None], tf.shape(thresh))
+        _, _, hi = tf.while_loop(lambda i, lo, hi: i < BISECTIONS, b_body, (tf.constant(0), lo0, hi0))
         return hi
 
     # -- host interface ---------------------------------------------------------------------
 
     def advance(self, st: dict[str, Any], t_stop: np.ndarray, ev_t: np.ndarray, ev_w: np.ndarray, params: np.ndarray,
-                amps: np.ndarray, thresh: np.ndarray, refr: np.ndarray, max_iter: int, rtol: float,
-                atol: float) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+                amps: np.ndarray, thresh: np.ndarray, refr: np.ndarray, max_iter: int, rtol: float, atol: float,
+                smp_t: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """One call; ``smp_t`` [B, S] are sample times (+inf = none), the last output their values
+        [B, S, nv] (NaN where no step of this call covered the time)."""
         tf = self.tf
         newton_tol = max(10.0 * np.finfo(float).eps / rtol, min(0.03, rtol ** 0.5))
-        out, spk, cnt = self._fn({k: tf.constant(v) for k, v in st.items()}, tf.constant(t_stop), tf.constant(ev_t),
-                                 tf.constant(ev_w), tf.constant(params), tf.constant(amps), tf.constant(thresh),
-                                 tf.constant(refr), tf.constant(max_iter, tf.int32),
-                                 tf.constant([rtol, atol, newton_tol], tf.float64))
-        return {k: v.numpy() for k, v in out.items()}, spk.numpy(), {k: v.numpy() for k, v in cnt.items()}
+        if smp_t is None:
+            smp_t = np.full((t_stop.shape[0], 1), np.inf)
+        out, spk, cnt, smp = self._fn({k: tf.constant(v) for k, v in st.items()}, tf.constant(t_stop), tf.constant(ev_t),
+                                      tf.constant(ev_w), tf.constant(smp_t), tf.constant(params), tf.constant(amps),
+                                      tf.constant(thresh), tf.constant(refr), tf.constant(max_iter, tf.int32),
+                                      tf.constant([rtol, atol, newton_tol], tf.float64))
+        spk = spk.numpy()
+        return ({k: v.numpy() for k, v in out.items()}, spk[:, 0] if len(self.v_cols) == 1 else spk,
+                {k: v.numpy() for k, v in cnt.items()}, smp.numpy())
 
 
 _SHARED: dict[tuple, BdfKernel] = {}

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cluster_sim.asyncmode import bdf
+from cluster_sim.asyncmode import bdf, sampling
 from cluster_sim.asyncmode.local import LocalNetwork
 from cluster_sim.errors import RunError
 
@@ -86,6 +86,18 @@ class AsyncEngine:
         self.counters = {k: np.zeros(n, np.int64) for k in bdf.COUNTER_KEYS}
         self.source_spikes = source_spikes
         self.sources_done_k = 0  # grid intervals of spike-source output generated so far
+        # Recordings: every lane gets the same number of sample slots per call (one compiled
+        # shape per run); a recording's samples of the interval occupy its own slot range.
+        self.samples = sampling.SampleStore(local.recordings, self.D)
+        self.slot_off, off = [], 0
+        self.rec_col = []
+        for rec in local.recordings:
+            self.slot_off.append(off)
+            off += sampling.slots_per_interval(rec, self.D)
+            col = np.full(n, -1, np.int64)
+            col[rec.lidx] = np.arange(rec.lidx.size)
+            self.rec_col.append(col)
+        self.n_slots = max(1, off)
         syn = local.syn
         # Dependencies: rows of the synapse table whose source has dynamics.
         dep = ~syn.from_source_pop
@@ -178,19 +190,35 @@ class AsyncEngine:
         members = np.zeros(self.local.n_local, bool)
         members[batch] = True
         ev = self.queue.take(members, t_stop)
+        wins = [sampling.window(rec, k * self.D, t_stop) for rec in self.local.recordings]
         spk_l, spk_t = [], []
         for b_i, (block, kernel) in enumerate(zip(self.local.blocks, self.kernels)):
             rows = self.local.row_of[batch[self.local.block_of[batch] == b_i]]
             if rows.size == 0:
                 continue
             ev_t, ev_w = self._event_arrays(block, rows, ev, len(block.model.variables))
-            l_out, t_out = self._integrate(b_i, kernel, rows, np.full(rows.size, t_stop), ev_t, ev_w)
+            lidx = block.lidx[rows]
+            smp_t = np.full((rows.size, self.n_slots), np.inf)
+            for r_i, (_, times) in enumerate(wins):
+                lanes = self.rec_col[r_i][lidx] >= 0
+                smp_t[np.ix_(lanes, self.slot_off[r_i] + np.arange(times.size))] = times
+            l_out, t_out, smp_v = self._integrate(b_i, kernel, rows, np.full(rows.size, t_stop), ev_t, ev_w, smp_t)
+            for r_i, (s_rows, times) in enumerate(wins):
+                lanes = np.flatnonzero(self.rec_col[r_i][lidx] >= 0)
+                if lanes.size and s_rows.size:
+                    vals = smp_v[lanes][:, self.slot_off[r_i] + np.arange(times.size), self.local.recordings[r_i].var]
+                    self.samples.put(r_i, self.rec_col[r_i][lidx[lanes]], s_rows, vals)
             spk_l.append(l_out)
             spk_t.append(t_out)
         self.c[batch] += 1
         if not spk_l:
             return np.zeros(0, np.int64), np.zeros(0)
         return np.concatenate(spk_l), np.concatenate(spk_t)
+
+    def take_samples(self) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+        """Sampled rows all local recorded neurons have passed: (recording, first row, columns in
+        the recording's neuron list, data [rows × columns]); each row is returned once."""
+        return self.samples.take(self.c)
 
     def _event_arrays(self, block: Any, rows: np.ndarray, ev: dict[str, np.ndarray], nv: int) -> tuple[np.ndarray, np.ndarray]:
         """Per neuron of the batch: its distinct arrival times (padded with +inf) and the summed
@@ -216,7 +244,7 @@ class AsyncEngine:
         return ev_t, ev_w
 
     def _integrate(self, b_i: int, kernel: Any, rows: np.ndarray, t_stop: np.ndarray, ev_t: np.ndarray,
-                   ev_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   ev_w: np.ndarray, smp_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calls of the compiled kernel until every neuron of ``rows`` reached ``t_stop``. Each call
         gets fixed shapes (a bucketed batch, EVENTS_PER_CALL events per neuron: a neuron with more
         stops at its first event not passed in), so XLA compiles once per bucket."""
@@ -226,6 +254,7 @@ class AsyncEngine:
         n_events = (ev_t < np.inf).sum(axis=1)
         spk_l, spk_t = [], []
         nv = st["D"].shape[2]
+        smp_v = np.full(smp_t.shape + (nv,), np.nan)
         E = EVENTS_PER_CALL
         ev_t = np.concatenate([ev_t, np.full((rows.size, E + 1), np.inf)], axis=1)
         ev_w = np.concatenate([ev_w, np.zeros((rows.size, E + 1, nv))], axis=1)
@@ -242,10 +271,13 @@ class AsyncEngine:
             tt = np.concatenate([stop_here, np.zeros(pad)])
             et = np.concatenate([et_all[:, :E], np.full((pad, E), np.inf)])
             ew = np.concatenate([ew, np.zeros((pad, E, nv))])
-            out, spk, cnt = kernel.advance(sub, tt, et, ew, _pad(block.params[r], pad, "params"),
-                                           _pad(block.amps[r], pad, "params"), _pad(block.thresh[r], pad, "params"),
-                                           _pad(block.refr[r], pad, "params"), MAX_ITER_PER_CALL,
-                                           self.rtol, self.atol)
+            sm = np.concatenate([smp_t[active], np.full((pad, smp_t.shape[1]), np.inf)])
+            out, spk, cnt, got = kernel.advance(sub, tt, et, ew, _pad(block.params[r], pad, "params"),
+                                                _pad(block.amps[r], pad, "params"), _pad(block.thresh[r], pad, "params"),
+                                                _pad(block.refr[r], pad, "params"), MAX_ITER_PER_CALL,
+                                                self.rtol, self.atol, sm)
+            got = got[:n]
+            smp_v[active] = np.where(np.isnan(got), smp_v[active], got)
             for k, v in out.items():
                 if k == "D":
                     st[k][:, r] = v[:, :n]
@@ -267,8 +299,8 @@ class AsyncEngine:
             active = active[live]
         st["ev_ptr"][rows] = 0
         if spk_l:
-            return np.concatenate(spk_l), np.concatenate(spk_t)
-        return np.zeros(0, np.int64), np.zeros(0)
+            return np.concatenate(spk_l), np.concatenate(spk_t), smp_v
+        return np.zeros(0, np.int64), np.zeros(0), smp_v
 
 
 def _pad(x: np.ndarray, pad: int, key: str) -> np.ndarray:

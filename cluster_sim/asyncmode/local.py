@@ -67,6 +67,18 @@ class Synapses:
 
 
 @dataclass
+class Recording:
+    """One recording's columns held on this rank: sampled at (i + 1)·sampling_ms, as BSP."""
+
+    name: str
+    var: int  # index of the variable in its model's variables
+    lidx: np.ndarray  # rank-local neuron of each column held here
+    cols: np.ndarray  # position of each in the recording's neuron list
+    sampling_ms: float
+    n_rows: int  # samples over the whole run
+
+
+@dataclass
 class LocalNetwork:
     blocks: list[Block]
     n_local: int
@@ -76,6 +88,7 @@ class LocalNetwork:
     syn: Synapses
     source_pops: list[tuple[str, np.ndarray, np.ndarray]]  # (population, local indices, gids) of local sources
     breakpoints: list[tuple[float, np.ndarray]]  # (time, rank-local neurons whose input changes then)
+    recordings: list[Recording]
 
 
 def build_local(net: Network, D: float) -> LocalNetwork:
@@ -148,4 +161,15 @@ def build_local(net: Network, D: float) -> LocalNetwork:
             if 0.0 < t < net.spec.simulation.duration_ms and hit.size:
                 breaks.setdefault(t, []).append(hit)
     breakpoints = [(t, np.unique(np.concatenate(v))) for t, v in sorted(breaks.items())]
-    return LocalNetwork(blocks, n, gid_all, block_of, row_of, syn, source_pops, breakpoints)
+    recordings = []
+    for rec in net.spec.recordings:
+        pop = net.populations[rec.population]
+        want = np.asarray(rec.neurons, np.int64)
+        pos = np.searchsorted(pop.local, want)
+        here = (pos < pop.local.size) & (pop.local[np.minimum(pos, max(pop.local.size - 1, 0))] == want) if pop.local.size \
+            else np.zeros(want.size, bool)
+        recordings.append(Recording(rec.name, pop.model.variables.index(rec.variable),
+                                    lidx_of[rec.population][pos[here]] if here.any() else np.zeros(0, np.int64),
+                                    np.flatnonzero(here), float(rec.sampling_ms),
+                                    int(math.floor(net.spec.simulation.duration_ms / rec.sampling_ms + 1e-9))))
+    return LocalNetwork(blocks, n, gid_all, block_of, row_of, syn, source_pops, breakpoints, recordings)

@@ -8,7 +8,7 @@ Tags:
   never overtake a spike it covers. A message with no spikes is a time-advance notification;
   c grows in whole intervals of the minimum delay, so there is at most one per min-delay per
   rank pair. c = K_end is the sender's last message to that rank.
-* ``OUTPUT`` (any rank -> rank 0): spikes to write; a final one says the sender is finished.
+* ``OUTPUT`` (any rank -> rank 0): spikes and trace samples to write; a final one says the sender is finished.
 * ``CONTROL``: checkpoint coordination (rare, rank 0 <-> everyone).
 """
 from __future__ import annotations

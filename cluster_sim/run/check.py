@@ -90,8 +90,3 @@ def _check_async(spec: JobSpec) -> None:
         raise IncompatibleSolverError("integrator.precision", spec.integrator.precision,
                                       "the asynchronous mode's error-controlled steps need float64",
                                       'use precision = "float64" (or mode = "bsp" for float32)')
-    for rec in spec.recordings:
-        raise IncompatibleSolverError(
-            f"recordings.{rec.name}", rec.variable,
-            "traces are not recorded in the asynchronous mode (each neuron has its own time points)",
-            'remove the recording, or record it in a run with simulation.mode = "bsp"')

@@ -113,10 +113,10 @@ def _is_source(model_name: str) -> bool:
 def plan(job: str | Path, out: str | Path, *, overrides: Sequence[str] = (), duration_ms: float | None = None,
          ranks: int = 1, reference: str = "async", reference_rtol: float = 1e-9, modes: Sequence[str] = MODES,
          mode_overrides: Mapping[str, Sequence[str]] | None = None, tolerance_ms: float = 1.0,
-         timeout_s: float | None = None, keep_recordings: bool = False) -> Plan:
+         timeout_s: float | None = None, keep_recordings: bool = True) -> Plan:
     """Validate every input of a comparison and return what would be run. Raises ConfigError.
-    The spec's ``[recordings]`` are dropped from every sub-run unless ``keep_recordings`` (the
-    async mode records no traces, and the comparison needs none; it keeps I/O alike)."""
+    The spec's ``[recordings]`` are kept in every sub-run (both modes record them on the same
+    grid) unless ``keep_recordings`` is False."""
     job = Path(job)
     out = Path(out)
     if not job.is_file():
@@ -381,7 +381,7 @@ def _ratio(a: float, b: float) -> float:
 def compare(job: str | Path, out: str | Path, *, overrides: Sequence[str] = (), duration_ms: float | None = None,
             ranks: int = 1, reference: str = "async", reference_rtol: float = 1e-9, modes: Sequence[str] = MODES,
             mode_overrides: Mapping[str, Sequence[str]] | None = None, tolerance_ms: float = 1.0,
-            timeout_s: float | None = None, keep_recordings: bool = False, quiet: bool = False) -> dict[str, Any]:
+            timeout_s: float | None = None, keep_recordings: bool = True, quiet: bool = False) -> dict[str, Any]:
     """Run ``job`` in every mode of ``modes`` and as the reference, compare, and write
     ``out/compare.{json,md,png}``. Returns the content of compare.json.
 
@@ -389,7 +389,7 @@ def compare(job: str | Path, out: str | Path, *, overrides: Sequence[str] = (), 
     (``bsp_rk4``, ``bsp_exp_euler``, ``async``, ``reference``) to extra overrides for that
     sub-run only. ``reference`` is ``"async"`` (rtol = atol = ``reference_rtol``) or ``"bsp"``
     (RK4 at dt / 20). ``tolerance_ms`` is the spike-matching window. The spec's recordings are
-    dropped (``--set recordings={}``) unless ``keep_recordings``."""
+    kept unless ``keep_recordings`` is False (then ``--set recordings={}``)."""
     p = plan(job, out, overrides=overrides, duration_ms=duration_ms, ranks=ranks, reference=reference,
              reference_rtol=reference_rtol, modes=modes, mode_overrides=mode_overrides, tolerance_ms=tolerance_ms,
              timeout_s=timeout_s, keep_recordings=keep_recordings)
@@ -489,7 +489,7 @@ def _value_name(lit: str) -> str:
 def sweep(job: str | Path, out: str | Path, key: str, values: Sequence[float | int | str], *, overrides: Sequence[str] = (),
           duration_ms: float | None = None, ranks: int = 1, reference: str = "async", reference_rtol: float = 1e-9,
           modes: Sequence[str] = MODES, mode_overrides: Mapping[str, Sequence[str]] | None = None,
-          tolerance_ms: float = 1.0, timeout_s: float | None = None, keep_recordings: bool = False,
+          tolerance_ms: float = 1.0, timeout_s: float | None = None, keep_recordings: bool = True,
           quiet: bool = False) -> dict[str, Any]:
     """:func:`compare` once per value of ``key`` (as an extra ``--set key=value``) into
     ``out/<key>=<value>/``; writes ``out/sweep.{json,md,png}``. Every value's plan is checked

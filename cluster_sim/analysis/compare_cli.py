@@ -49,8 +49,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--tolerance", type=float, default=1.0, metavar="MS", help="spike-matching window in ms (1.0)")
     p.add_argument("--sweep", metavar="KEY=V1,V2,...", help="repeat the comparison for each value of one spec key, "
                    "e.g. populations.ext.params.rate_hz=2,5,10,20")
-    p.add_argument("--keep-recordings", action="store_true",
-                   help="keep the spec's [recordings] (dropped by default: async mode records no traces)")
+    p.add_argument("--no-recordings", dest="keep_recordings", action="store_false",
+                   help="drop the spec's [recordings] from every sub-run (kept by default: both modes record them)")
     p.add_argument("--timeout", type=float, metavar="S", help="give up on a sub-run after S seconds")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (the table is still printed)")
     p.set_defaults(func=cmd_compare)

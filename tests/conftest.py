@@ -78,3 +78,13 @@ def cli(*args: str, check: bool = False, timeout: float = 300, env: dict | None 
     if check and proc.returncode != 0:
         raise AssertionError(f"cluster-sim {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def no_tf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment in which importing TensorFlow fails loudly: for what must be refused (or
+    done) before TensorFlow is imported."""
+    fake = tmp_path_factory.mktemp("fake_tf") / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise SystemExit('FAKE TENSORFLOW IMPORTED')\n")
+    return {"PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"}

@@ -48,14 +48,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
-@pytest.fixture(scope="module")
-def no_tf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    fake = tmp_path_factory.mktemp("fake_tf") / "tensorflow"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("raise SystemExit('FAKE TENSORFLOW IMPORTED')\n")
-    return {"PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"}
-
-
 def _refused(proc: subprocess.CompletedProcess, *words: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "FAKE TENSORFLOW" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -23,16 +23,6 @@ REFUSALS = [
 ]
 
 
-def _no_tensorflow(tmp: Path) -> dict[str, str]:
-    """An environment in which importing TensorFlow raises: what must be refused before it."""
-    import os
-
-    fake = tmp / "no_tf" / "tensorflow"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('tensorflow imported before the input was checked')\n")
-    return {"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])}
-
-
 def _error_line(stderr: str) -> str:
     """The first error message (ranks may print theirs onto one line at the same moment)."""
     import re
@@ -44,12 +34,13 @@ def _error_line(stderr: str) -> str:
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("what,job,extra,ranks", REFUSALS, ids=[r[0] for r in REFUSALS])
-def test_validate_and_run_agree_on_every_refusal(what: str, job: str, extra: list[str], ranks: int, tmp_path: Path) -> None:
+def test_validate_and_run_agree_on_every_refusal(what: str, job: str, extra: list[str], ranks: int, tmp_path: Path,
+                                                 no_tf: dict[str, str]) -> None:
     val = cli("validate", str(JOBS / job), *extra, "--ranks", str(ranks))
     assert val.returncode == 2, (what, val.stdout, val.stderr[-2000:])
     out = tmp_path / "out"
     args = ("run", str(JOBS / job), "--out", str(out), "-q", *extra)
-    env = _no_tensorflow(tmp_path)  # refused before TensorFlow is imported, or this run fails
+    env = no_tf  # refused before TensorFlow is imported, or this run fails
     run = cli(*args, env=env) if ranks == 1 else mpirun(ranks, *args, timeout=120, env=env)
     assert run.returncode == 2, (what, run.stderr[-2000:])
     assert _error_line(run.stderr) == _error_line(val.stderr), what
@@ -93,12 +84,12 @@ def test_backends_are_siblings() -> None:
         assert not any(m.startswith(("cluster_sim.engine", "cluster_sim.asyncmode")) for m in _imports(f)), f
 
 
-def test_resume_refused_before_tensorflow(small_cobahh: Path, tmp_path: Path) -> None:
+def test_resume_refused_before_tensorflow(small_cobahh: Path, tmp_path: Path, no_tf: dict[str, str]) -> None:
     """A resume that cannot work (another network, or no checkpoint) is refused before TensorFlow
     is imported."""
     out = tmp_path / "c"
     cli("run", str(small_cobahh), "--out", str(out), "--duration", "30", "--checkpoint-every", "20", "-q", check=True)
-    env = _no_tensorflow(tmp_path)
+    env = no_tf
     other = cli("run", str(small_cobahh), "--out", str(out), "--resume", "-q", "--set", "simulation.seed=4", env=env)
     assert other.returncode == 2 and "different network" in other.stderr, other.stderr[-2000:]
     empty = tmp_path / "empty"

@@ -179,6 +179,7 @@ def test_single_hh_neuron_matches_scipy_within_tolerance(tmp_path: Path) -> None
         assert t.size == ref.size, f"rtol {rtol}: {t.size} spikes, reference {ref.size}"
         errs[rtol] = float(np.max(np.abs(np.sort(t) - ref)))
         assert res.info["steps_per_neuron"] > 0
+        assert res.info["traces_during_run"] == 0, "every kernel shape is compiled during startup"
     # Error falls with the tolerance and is within a small multiple of it at every setting.
     assert errs[1e-9] < errs[1e-7] < errs[1e-5], errs
     assert errs[1e-5] < 2e-2 and errs[1e-7] < 5e-4 and errs[1e-9] < 2e-5, errs
@@ -291,6 +292,7 @@ def test_checkpoint_and_resume_bitwise(tmp_path: Path) -> None:
     assert manifest["simulated_ms"] == pytest.approx(20.0)
     res = simulate(load_spec(path, []), out, progress=False, resume=True)
     assert res.info["resumed_from_ms"] == pytest.approx(20.0)
+    assert res.info["traces_during_run"] == 0, "both batch shapes are compiled during startup"
     assert _same(full, read_spikes(out / "spikes.h5"))
 
 

@@ -52,7 +52,13 @@ class AsyncBackend:
                                   source_spikes=_source_generator(spec, net, self.local))
         if ctx.manifest is not None:
             _restore(self.engine, ckpt.load_parts(ctx.out, ctx.manifest), int(ctx.manifest["step"]))
+        with tf.device(ctx.device):
+            self.engine.warm_up()  # compile every shape now: startup, not integration
+        self._traces_at_start = self._traces()
         self.mailbox = Mailbox(ctx.comm) if ctx.size > 1 else None
+
+    def _traces(self) -> int:
+        return int(sum(k._fn.experimental_get_tracing_count() for k in self.engine.kernels))
 
     def simulated_ms(self) -> float:
         return min(self.engine.min_c() * self.D, self.ctx.spec.simulation.duration_ms)
@@ -270,6 +276,7 @@ class AsyncBackend:
         return {"neurons": int(self.local.n_local), "synapses": int(self.local.syn.src.size),
                 "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                 "messages_sent": int(sum(mailbox.sent.values())) if mailbox else 0, "messages_received": self.msgs_in,
+                "traces_during_run": self._traces() - self._traces_at_start,
                 **{f"sum_{k}": int(v.sum()) for k, v in self.engine.counters.items()}}
 
     def close(self) -> None:
@@ -286,7 +293,10 @@ class AsyncBackend:
                 "newton_failures_per_neuron": tot["newton_fail"] / n_int, "integrated_neurons": n_int,
                 "method": "bdf1-5 (per-neuron variable step, diagonal Newton)", "rtol": spec.integrator.rtol,
                 "atol": spec.integrator.atol, "grid_ms": self.D,
-                "messages": int(sum(r["messages_sent"] for r in per_rank))}
+                "messages": int(sum(r["messages_sent"] for r in per_rank)),
+                # kernel shapes traced (and compiled) after startup, summed over ranks: 0 when
+                # every shape was compiled during startup
+                "traces_during_run": int(sum(r["traces_during_run"] for r in per_rank))}
 
 
 def _stimuli(net: Any) -> list[bdf.Stimulus]:

@@ -183,6 +183,20 @@ class AsyncEngine:
 
     # -- one interval ---------------------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """Trace and compile every kernel shape the run will use (the two batch buckets of each
+        model) with inert lanes, so that compilation is startup and not integration time."""
+        E = EVENTS_PER_CALL
+        for block, kernel, st in zip(self.local.blocks, self.kernels, self.states):
+            nv = st["D"].shape[2]
+            for B in sorted({bucket(1, block.gid.size), bucket(block.gid.size, block.gid.size)}):
+                none = np.zeros(0, np.int64)
+                sub = {k: _pad(v[none] if k != "D" else v[:, none], B, k) for k, v in st.items()}
+                kernel.advance(sub, np.zeros(B), np.full((B, E), np.inf), np.zeros((B, E, nv)),
+                               _pad(block.params[none], B, "params"), _pad(block.amps[none], B, "params"),
+                               _pad(block.thresh[none], B, "params"), _pad(block.refr[none], B, "params"),
+                               MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf))
+
     def run_interval(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Integrate ``batch`` (local indices, all at interval k) to the end of interval k.
         Returns the spikes (local index, time)."""

@@ -154,7 +154,7 @@ class BSPBackend:
             for v in self.pending_samples.values():
                 v.clear()
             parts = self.exchange.gather(mine)
-            if ctx.outputs is None:
+            if ctx.outputs is None or parts is None:  # only rank 0 receives the parts
                 return
             for spikes, _ in parts:
                 for gids, times in spikes:
@@ -210,9 +210,9 @@ def _checkpoint_arrays(net: Network, host_state: dict[str, np.ndarray], rings: R
 
 def _restore(parts: list[dict[str, np.ndarray]], net: Network, state_keys: list[str], rings: RingBuffers) -> dict[str, np.ndarray]:
     """Reassemble state and rings for this rank's neurons from any number of rank files."""
-    owner_pop = {}  # state key -> population whose gids index it
-    for name, pop in net.populations.items():
-        for var in list(pop.model.variables) + ["fire_t"]:
+    owner_pop: dict[str, str] = {}  # state key -> population whose gids index it
+    for name, population in net.populations.items():
+        for var in list(population.model.variables) + ["fire_t"]:
             owner_pop[f"{name}.{var}"] = name
     for proj in net.projections:
         if isinstance(proj.synapse, GradedKinetic):
@@ -221,17 +221,17 @@ def _restore(parts: list[dict[str, np.ndarray]], net: Network, state_keys: list[
     state = {}
     for key in state_keys:
         pop = owner_pop[key]
-        full = np.full(net.populations[pop].count, np.nan)
+        values = np.full(net.populations[pop].count, np.nan)
         for part in parts:
-            full[part[f"gid/{pop}"]] = part[f"state/{key}"]
-        state[key] = full[net.populations[pop].local]
+            values[part[f"gid/{pop}"]] = part[f"state/{key}"]
+        state[key] = values[net.populations[pop].local]
     restored = {}
     for key, ring in rings.rings.items():
         pop = key.split(".")[0]
-        full = np.zeros((ring.shape[0], net.populations[pop].count))
+        slots = np.zeros((ring.shape[0], net.populations[pop].count))
         for part in parts:
-            full[:, part[f"gid/{pop}"]] = part[f"ring/{key}"]
-        restored[key] = full[:, net.populations[pop].local]
+            slots[:, part[f"gid/{pop}"]] = part[f"ring/{key}"]
+        restored[key] = slots[:, net.populations[pop].local]
     rings.restore(restored)
     return state
 

@@ -18,9 +18,14 @@ from cluster_sim.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Fake job ids far above any the local test SLURM hands out: collect/status ask the real
+# scontrol about them, and a real job with the same id would answer instead.
+FAKE_ID0 = 60_000_000
+
+
 class Counter:
     def __init__(self):
-        self.n = 100
+        self.n = FAKE_ID0
         self.calls = []
 
     def __call__(self, cmd):
@@ -76,7 +81,7 @@ def test_sweep_submit_layout_and_collect(tmp_path, spec):
     tasks = json.loads((rd / "tasks.json").read_text())["tasks"]
     assert [t["set"] for t in tasks] == [[["stimuli.odor.amplitude_uA_cm2", v]] for v in ("5", "10", "15")]
     man = json.loads((rd / "manifest.json").read_text())
-    assert [u["job"] for u in man["units"]] == ["101_0", "101_1", "101_2"]
+    assert [u["job"] for u in man["units"]] == [f"{FAKE_ID0 + 1}_{i}" for i in range(3)]
     # two tasks finished, one has no run.json
     for i in (0, 2):
         out = rd / "tasks" / str(i) / "out"
@@ -123,8 +128,9 @@ def test_study_submit_chain_and_collect_job(tmp_path, spec):
     assert [j["role"] for j in man["jobs"]] == ["member"] * 4 + ["collect"]
     scripts = [(sub.run_dir / j["script"]).read_text() for j in man["jobs"]]
     assert "--dependency" not in scripts[0]
-    assert "#SBATCH --dependency=afterany:101" in scripts[1] and "#SBATCH --dependency=afterany:103" in scripts[3]
-    assert "#SBATCH --dependency=afterany:101:102:103:104" in scripts[4]
+    j = [str(FAKE_ID0 + i) for i in range(1, 5)]
+    assert f"#SBATCH --dependency=afterany:{j[0]}" in scripts[1] and f"#SBATCH --dependency=afterany:{j[2]}" in scripts[3]
+    assert f"#SBATCH --dependency=afterany:{':'.join(j)}" in scripts[4]
     assert "--mode async" in scripts[1] and "--set simulation.seed=1" in scripts[0]
     assert "--ntasks-per-node=2" in scripts[2]
     assert " collect \"$RUN_DIR\"" in scripts[4] and "--no-requeue" in scripts[4]
@@ -184,7 +190,7 @@ def test_study_dry_run_prints_what_submit_writes(tmp_path, spec):
     assert "#SBATCH --dependency=afterany:<job id of n1r1-bsp-rep0>:<job id of n1r2-bsp-rep0>\n" in dry.script
     runner = Counter()
     real = submit_study(st, opts, runner=runner)
-    expected = dry.script.replace("<job id of n1r1-bsp-rep0>", "101").replace("<job id of n1r2-bsp-rep0>", "102")
+    expected = dry.script.replace("<job id of n1r1-bsp-rep0>", str(FAKE_ID0 + 1)).replace("<job id of n1r2-bsp-rep0>", str(FAKE_ID0 + 2))
     expected = expected.replace(str(dry.run_dir), str(real.run_dir)).replace(dry.run_dir.name.split("-")[-1],
                                                                              real.run_dir.name.split("-")[-1])
     assert real.script == expected

@@ -76,7 +76,10 @@ def select_device(requested: str, cpu_threads: int | None = None) -> str:
             tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, cpu_threads)))
         except RuntimeError:
             pass  # already initialised (e.g. in tests): keep TensorFlow's choice
-    gpus = tf.config.list_physical_devices("GPU")
+    from cluster_sim.runtime.tflog import filtered_stderr
+
+    with filtered_stderr():  # the GPU-capable wheel logs a failed cuInit on CPU-only nodes
+        gpus = tf.config.list_physical_devices("GPU")
     if requested == "gpu" and not gpus:
         raise ConfigError("engine.device", "gpu", "no GPU is visible to TensorFlow",
                           "use --device cpu (or auto), or run on a GPU node with CUDA_VISIBLE_DEVICES set")

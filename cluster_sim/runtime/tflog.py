@@ -1,8 +1,10 @@
 """TensorFlow's start-up noise: silenced unless ``--verbose`` (process environment, both modes)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator
 
 
 # Lines TensorFlow 2.x writes to fd 2 while it is imported, before any logging configuration can
@@ -16,6 +18,8 @@ _TF_NOISE = (
     "computation placer already registered",
     "TF-TRT Warning: Could not find TensorRT",
     "Could not find cuda drivers on your machine",
+    # the GPU-capable `tensorflow` wheel on a node without a GPU, when devices are first listed
+    "failed call to cuInit",
 )
 
 
@@ -32,26 +36,21 @@ def quiet_tensorflow(verbose: bool) -> None:
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
-def import_tensorflow(verbose: bool | None = None) -> None:
-    """Import TensorFlow with its start-up lines (oneDNN notice, CPU feature guard, absl's
-    InitializeLog warning) removed unless ``verbose``: under MPI every rank prints them and they
-    fill the log tail a failed job shows. Written at the file-descriptor level because they come
-    from C++; every other line is passed on unchanged."""
-    if "tensorflow" in sys.modules:
-        return
-    import importlib
-    import tempfile
-
+@contextlib.contextmanager
+def filtered_stderr(verbose: bool | None = None) -> Iterator[None]:
+    """Inside: TensorFlow's known start-up lines are removed from fd 2 (they come from C++, so
+    this works at the file-descriptor level) unless ``verbose``; every other line is passed on."""
     if _VERBOSE if verbose is None else verbose:
-        importlib.import_module("tensorflow")
+        yield
         return
+    import tempfile
 
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            importlib.import_module("tensorflow")
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -60,3 +59,15 @@ def import_tensorflow(verbose: bool | None = None) -> None:
                 if not any(pattern in line for pattern in _TF_NOISE):
                     sys.stderr.write(line)
             sys.stderr.flush()
+
+
+def import_tensorflow(verbose: bool | None = None) -> None:
+    """Import TensorFlow with its start-up lines (oneDNN notice, CPU feature guard, absl's
+    InitializeLog warning) removed unless ``verbose``: under MPI every rank prints them and they
+    fill the log tail a failed job shows."""
+    if "tensorflow" in sys.modules:
+        return
+    import importlib
+
+    with filtered_stderr(verbose):
+        importlib.import_module("tensorflow")

@@ -53,6 +53,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     quiet_tensorflow(args.verbose)
     spec = _load(args)  # every input check happens here and in simulate's check, before any compute
+    from cluster_sim.run.check import check
+    from cluster_sim.runtime.mpi_env import mpi_world_size
+
+    check(spec, mpi_world_size())  # before the output folder is touched (simulate checks again, cheaply)
     out = Path(args.out or spec.output.dir)
     check_out_dir(out, "--out" if args.out else "output.dir", resume=args.resume)
     checkpoint_every = checkpoint_every_ms(args.checkpoint_every, spec)

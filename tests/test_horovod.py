@@ -87,7 +87,7 @@ def test_checkpoint_moves_between_horovod_and_alltoall(first: str, then: str, co
                f'--set=engine.exchange="{then}"'))
     assert _identical(cobahh_one_rank, out) > 300
     info = json.loads((out / "run.json").read_text())
-    assert info["resumed_from_step"] == 100 and info["exchange"] == then
+    assert info["resumed_from_ms"] == pytest.approx(10.0) and info["exchange"] == then
 
 
 def test_horovodrun_two_ranks(cobahh_one_rank: Path, tmp_path: Path) -> None:

@@ -186,9 +186,11 @@ def test_second_run_into_the_same_folder_is_refused(small_cobahh: Path, tmp_path
     from cluster_sim.record.lock import LOCK_NAME
 
     out = tmp_path / "shared"
-    cli("run", str(small_cobahh), "--out", str(out), "--duration", "20", "--checkpoint-every", "10", "-q", check=True)
-    for extra in ([], ["--resume"]):
-        args = ["run", str(small_cobahh), "--out", str(out), "-q", "--duration", "150", *(extra or ["--overwrite"])]
+    for extra in (["--overwrite"], ["--resume"]):
+        # a checkpoint to resume from (a fresh --overwrite run removes the older one)
+        cli("run", str(small_cobahh), "--out", str(out), "--duration", "20", "--checkpoint-every", "10", "--overwrite", "-q",
+            check=True)
+        args = ["run", str(small_cobahh), "--out", str(out), "-q", "--duration", "150", *extra]
         first = subprocess.Popen([sys.executable, "-m", "cluster_sim.cli", *args], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60

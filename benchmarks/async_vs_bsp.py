@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import JOBS, RESULTS, save  # noqa: E402
 
 from cluster_sim.analysis import compare as cmp  # noqa: E402
+from cluster_sim.analysis import compare_report as rep  # noqa: E402
 
 LOW_JOB = JOBS / "cobahh_poisson.toml"
 SUSTAINED_JOB = JOBS / "cobahh.toml"
@@ -48,7 +49,7 @@ TIMED = ("wall_s", "run_s", "process_s", "integrate_s", "communicate_s", "wait_s
 
 
 def fmt(x: Any, digits: int = 3) -> str:
-    return cmp._fmt(x, digits)
+    return rep._fmt(x, digits)
 
 
 def run_compare(job: Path, out: Path, reps: int, **kw: Any) -> dict[str, Any]:
@@ -88,15 +89,15 @@ def targets(res: dict[str, Any], spike_times: bool = True) -> list[dict[str, Any
         out.append({"target": "async spike-time error <= RK4's (vs reference)",
                     "measured": f"mean |dt| async {fmt(ea['mean_abs_error_ms'])} vs RK4 {fmt(er['mean_abs_error_ms'])} ms; "
                                 f"max {fmt(ea['max_abs_error_ms'])} vs {fmt(er['max_abs_error_ms'])} ms; "
-                                f"matched {cmp._pct(ea['matched_fraction'])} vs {cmp._pct(er['matched_fraction'])} %",
+                                f"matched {rep._pct(ea['matched_fraction'])} vs {rep._pct(er['matched_fraction'])} %",
                     "ok": ok, "value": ea["mean_abs_error_ms"] / er["mean_abs_error_ms"] if er["matched"] and er["mean_abs_error_ms"] else None})
     else:  # chaotic: compare the statistics instead (reported; spike times are not a target here)
         ok = a["rate_rel_error"] <= r["rate_rel_error"] and abs(a["cv_diff"]) <= abs(r["cv_diff"])
         out.append({"target": "async rate and CV at least as close to the reference as RK4's (chaotic: no spike matching)",
-                    "measured": f"rate error async {cmp._pct(a['rate_rel_error'])} % vs RK4 {cmp._pct(r['rate_rel_error'])} %; "
+                    "measured": f"rate error async {rep._pct(a['rate_rel_error'])} % vs RK4 {rep._pct(r['rate_rel_error'])} %; "
                                 f"ΔCV {fmt(a['cv_diff'], 2)} vs {fmt(r['cv_diff'], 2)}; "
-                                f"(spikes matched within {res['tolerance_ms']:g} ms: {cmp._pct(ea['matched_fraction'])} vs "
-                                f"{cmp._pct(er['matched_fraction'])} %)",
+                                f"(spikes matched within {res['tolerance_ms']:g} ms: {rep._pct(ea['matched_fraction'])} vs "
+                                f"{rep._pct(er['matched_fraction'])} %)",
                     "ok": ok, "value": None})
     wall_x = a["wall_s"] / r["wall_s"]
     out.append({"target": "async less wall time than RK4",
@@ -169,7 +170,7 @@ def main() -> int:
             payload["low"] = res
             payload["low_plot"] = copy_plot(root / "low" / ("rep0" if a.reps > 1 else "") / "compare.png", "async_vs_bsp_low", a.quick)
             print(f"\n### Low activity ({LOW_JOB.name}, {duration:g} ms)\n")
-            print(cmp.markdown(res).split("\n\n", 1)[1])
+            print(rep.markdown(res).split("\n\n", 1)[1])
             verdicts["low"] = targets(res, spike_times=True)
             print_targets(f"Targets, low activity ({LOW_JOB.name})", verdicts["low"])
         if "sustained" in parts:
@@ -179,7 +180,7 @@ def main() -> int:
             payload["sustained_plot"] = copy_plot(root / "sustained" / ("rep0" if a.reps > 1 else "") / "compare.png",
                                                   "async_vs_bsp_sustained", a.quick)
             print(f"\n### Self-sustained activity ({SUSTAINED_JOB.name}, {sustained:g} ms)\n")
-            print(cmp.markdown(res).split("\n\n", 1)[1])
+            print(rep.markdown(res).split("\n\n", 1)[1])
             verdicts["sustained"] = targets(res, spike_times=False)
             print_targets(f"Targets, self-sustained ({SUSTAINED_JOB.name}; chaotic, so rate/CV instead of spike times)",
                           verdicts["sustained"])
@@ -191,7 +192,7 @@ def main() -> int:
             payload["sweep_results"] = summ["results"]
             payload["sweep_plot"] = copy_plot(root / "sweep" / "sweep.png", "async_vs_bsp_sweep", a.quick)
             print(f"\n### Input-rate sweep ({LOW_JOB.name}, {sweep_ms:g} ms per point)\n")
-            print(cmp.sweep_markdown(summ).split("\n\n", 2)[2])
+            print(rep.sweep_markdown(summ).split("\n\n", 2)[2])
             verdicts["sweep"] = []
             for res in summ["results"]:
                 for t in targets(res, spike_times=True):

@@ -63,6 +63,14 @@ flush_every_ms = 10.0
 """
 
 
+@pytest.fixture(scope="session")
+def small_cobahh_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SMALL_COBAHH written once for every module that only reads it."""
+    path = tmp_path_factory.mktemp("job") / "small_cobahh.toml"
+    path.write_text(SMALL_COBAHH)
+    return path
+
+
 @pytest.fixture
 def small_cobahh(tmp_path: Path) -> Path:
     path = tmp_path / "small_cobahh.toml"

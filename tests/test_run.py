@@ -16,7 +16,7 @@ import pytest
 
 from cluster_sim.record.sonata import read_sorting
 from cluster_sim.record.spikes import read_spikes
-from tests.conftest import ROOT, SMALL_COBAHH, cli
+from tests.conftest import ROOT, cli
 
 LONG_MS = 3000.0
 
@@ -31,10 +31,8 @@ def _spikes_equal(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("job") / "small_cobahh.toml"
-    path.write_text(SMALL_COBAHH)
-    return path
+def job(small_cobahh_job: Path) -> Path:
+    return small_cobahh_job
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from cluster_sim.record import sonata
 from cluster_sim.record.spikes import read_spikes
-from tests.conftest import SMALL_COBAHH, cli
+from tests.conftest import cli
 from tests.mpi_util import mpirun
 from tests.sonata_check import assert_sonata_readable
 
@@ -19,10 +19,8 @@ DURATION = "30"
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("job") / "small_cobahh.toml"
-    path.write_text(SMALL_COBAHH)
-    return path
+def job(small_cobahh_job: Path) -> Path:
+    return small_cobahh_job
 
 
 @pytest.fixture(scope="module")

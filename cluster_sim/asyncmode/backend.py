@@ -17,6 +17,7 @@ import numpy as np
 
 from cluster_sim.asyncmode import bdf
 from cluster_sim.asyncmode.engine import AsyncEngine
+from cluster_sim.asyncmode.groups import GroupKernel
 from cluster_sim.asyncmode.local import build_local, is_source, lookahead_ms
 from cluster_sim.asyncmode.p2p import CONTROL, DATA, OUTPUT, Mailbox, maybe_trace
 from cluster_sim.asyncmode.sampling import SampleStore, TraceAssembler
@@ -47,9 +48,10 @@ class AsyncBackend:
         with tf.device(ctx.device):
             kernels = [bdf.shared_kernel(b.model, b.param_names, _stimuli(net), jit_compile=spec.engine.jit_compile)
                        for b in self.local.blocks]
+            group_kernels = [GroupKernel(g, _stimuli(net), jit_compile=spec.engine.jit_compile) for g in self.local.groups]
         self.engine = AsyncEngine(self.local, self.D, spec.simulation.duration_ms, kernels, rtol=spec.integrator.rtol,
                                   atol=spec.integrator.atol, rank=ctx.rank, owner=self.owner,
-                                  source_spikes=_source_generator(spec, net, self.local))
+                                  source_spikes=_source_generator(spec, net, self.local), group_kernels=group_kernels)
         if ctx.manifest is not None:
             _restore(self.engine, ckpt.load_parts(ctx.out, ctx.manifest), int(ctx.manifest["step"]))
         with tf.device(ctx.device):
@@ -58,7 +60,8 @@ class AsyncBackend:
         self.mailbox = Mailbox(ctx.comm) if ctx.size > 1 else None
 
     def _traces(self) -> int:
-        return int(sum(k._fn.experimental_get_tracing_count() for k in self.engine.kernels))
+        kernels = list(self.engine.kernels) + list(self.engine.group_kernels)
+        return int(sum(k._fn.experimental_get_tracing_count() for k in kernels))
 
     def simulated_ms(self) -> float:
         return min(self.engine.min_c() * self.D, self.ctx.spec.simulation.duration_ms)
@@ -356,6 +359,11 @@ def _snapshot(engine: AsyncEngine) -> dict[str, np.ndarray]:
         arrays[f"{b.model.name}/gid"] = b.gid
         for k, v in st.items():
             arrays[f"{b.model.name}/{k}"] = v
+    for g, st, pend in zip(engine.local.groups, engine.gstates, engine.gevents):
+        for k, v in st.items():
+            arrays[f"group{g.key}/{k}"] = v
+        for k, v in pend.cols.items():
+            arrays[f"group{g.key}/events/{k}"] = v
     for k, v in engine.counters.items():
         arrays[f"count/{k}"] = v
     q = engine.queue.arrays()
@@ -385,6 +393,11 @@ def _restore(engine: AsyncEngine, parts: list[dict[str, np.ndarray]], c_ck: int)
                     st[k][:, dst_rows] = v[:, src_rows]
                 else:
                     st[k][dst_rows] = v[src_rows]
+        for g, st, pend in zip(local.groups, engine.gstates, engine.gevents):  # a group is whole on one rank
+            if f"group{g.key}/t" in part:
+                for k in st:
+                    st[k] = part[f"group{g.key}/{k}"].copy()
+                pend.cols = {k: part[f"group{g.key}/events/{k}"].copy() for k in pend.KEYS}
         tg = part["queue/tgt"].astype(np.int64)
         sel = np.array([int(g) in pos for g in tg], bool) if tg.size else np.zeros(0, bool)
         if sel.any():

@@ -87,6 +87,9 @@ class BdfKernel:
         self.stimuli = list(stimuli)
         self.nv = len(model.variables)
         self.v_cols = [0]  # columns holding membrane potentials (a coupled group has several)
+        # Voltage columns whose spikes change the right-hand side at once (zero-delay transmitter
+        # pulses inside a coupled group): the step is cut back to the spike time (see _attempt).
+        self.cut_at_spike: Any = None
         f64 = tf.float64
         self._kappa = tf.constant(_KAPPA, f64)
         self._gamma = tf.constant(_GAMMA, f64)
@@ -326,11 +329,20 @@ class BdfKernel:
         t_spk = tf.cond(tf.reduce_any(cross), lambda: self._root(Dacc, q, t, t_new, h, th),
                         lambda: tf.broadcast_to(t_new[:, None], tf.shape(th)))
         spiked = cross & (t_spk - fire >= rf)
+        any_cut = None
+        if self.cut_at_spike is not None:
+            # The earliest spike that starts a pulse ends the step there: later crossings of the
+            # same step are undone (found again after the pulse is applied).
+            cut_sp = spiked & self.cut_at_spike[None, :]
+            any_cut = tf.reduce_any(cut_sp, axis=1)
+            t_cut = tf.reduce_min(tf.where(cut_sp, t_spk, tf.fill(tf.shape(t_spk), tf.constant(np.inf, f64))), axis=1)
+            spiked = spiked & ~(any_cut[:, None] & (t_spk > t_cut[:, None]))
         fire = tf.where(spiked, t_spk, fire)
         s["fire_t"] = fire if s["fire_t"].shape.rank == 2 else fire[:, 0]
         spike = tf.where(spiked, t_spk, tf.fill(tf.shape(th), tf.constant(np.nan, f64)))
         # Samples inside the accepted step (t, t_new]: its own interpolant, before any rescaling.
-        in_step = accept[:, None] & (smp_t > t[:, None]) & (smp_t <= t_new[:, None])
+        t_hi = t_new if any_cut is None else tf.where(any_cut, t_cut, t_new)
+        in_step = accept[:, None] & (smp_t > t[:, None]) & (smp_t <= t_hi[:, None])
         smp_v = tf.cond(tf.reduce_any(in_step),
                         lambda: tf.where(in_step[:, :, None], self._interp(Dacc, q, t_new, h, smp_t), smp_v),
                         lambda: smp_v)
@@ -364,6 +376,13 @@ class BdfKernel:
         s["n_equal"] = tf.where(accept, tf.where(consider, tf.zeros_like(n_equal), n_eq_acc),
                                 tf.where(reject, tf.zeros_like(n_equal), tf.where(go, n_equal, s["n_equal"])))
         s["failed"] = s["failed"] | (reject & (h * shrink < H_MIN_MS))
+        if any_cut is not None:
+            # Resume from the interpolant at the spike time with a fresh history.
+            y_cut = self._interp(Dacc, q, t_new, h, t_cut[:, None])[:, 0, :]
+            cut3 = any_cut[None, :, None]
+            s["D"] = tf.where(cut3, tf.where(rows == 0, y_cut[None], tf.zeros_like(s["D"])), s["D"])
+            s["t"] = tf.where(any_cut, t_cut, s["t"])
+            s["restart"] = s["restart"] | any_cut
         c["steps"] = c["steps"] + tf.cast(accept, i32)
         return s, c, spike, smp_v
 

@@ -22,11 +22,13 @@ from typing import Any, Callable
 import numpy as np
 
 from cluster_sim.asyncmode import bdf, sampling
+from cluster_sim.asyncmode.groups import new_group_state
 from cluster_sim.asyncmode.local import LocalNetwork
 from cluster_sim.errors import RunError
 
 MAX_ITER_PER_CALL = 32
 EVENTS_PER_CALL = 8
+GROUP_ITER_PER_CALL = 4096  # a group is one lane: no batch to keep in step, so long calls
 
 
 def bucket(n: int, full: int) -> int:
@@ -71,12 +73,42 @@ class EventQueue:
         order = np.lexsort((got["spk_t"], got["row"], got["src"], got["arrive"], got["tgt"]))
         return {k: v[order] for k, v in got.items()}
 
+@dataclass
+class GroupEvents:
+    """A coupled group's pending input jumps, by state column: inputs taken from the queue and
+    the transmitter pulses its own members' spikes start (which may lie in later intervals)."""
+
+    KEYS = ("arrive", "col", "w", "src", "row", "spk_t")
+    cols: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.zeros(0) for k in GroupEvents.KEYS})
+
+    def push(self, **arrays: np.ndarray) -> None:
+        for k in self.KEYS:
+            self.cols[k] = np.concatenate([self.cols[k], np.asarray(arrays[k], float)])
+
+    def due(self, before: float) -> dict[str, np.ndarray]:
+        """Pending events arriving before ``before``, sorted by (arrival, column, source, synapse
+        order, spike time): the order in which jumps at one time are summed."""
+        c = self.cols
+        sel = c["arrive"] < before
+        order = np.lexsort((c["spk_t"][sel], c["row"][sel], c["src"][sel], c["col"][sel], c["arrive"][sel]))
+        return {k: v[sel][order] for k, v in c.items()}
+
+    def drop_through(self, t: float) -> None:
+        """Forget events at or before ``t`` (applied)."""
+        keep = self.cols["arrive"] > t
+        self.cols = {k: v[keep] for k, v in self.cols.items()}
+
+
 class AsyncEngine:
     def __init__(self, local: LocalNetwork, D: float, t_end: float, kernels: list[Any], *, rtol: float, atol: float, rank: int,
-                 owner: np.ndarray | None, source_spikes: Callable[[np.ndarray, float, float], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 owner: np.ndarray | None, source_spikes: Callable[[np.ndarray, float, float], tuple[np.ndarray, np.ndarray]] | None = None,
+                 group_kernels: list[Any] | None = None) -> None:
         self.local, self.D, self.t_end = local, float(D), float(t_end)
         self.k_end = max(1, int(math.ceil(t_end / D - 1e-9)))
         self.kernels = kernels
+        self.group_kernels = list(group_kernels or [])
+        self.gstates = [new_group_state(g) for g in local.groups]
+        self.gevents = [GroupEvents() for _ in local.groups]
         self.rtol, self.atol = float(rtol), float(atol)
         self.rank = rank
         n = local.n_local
@@ -141,6 +173,8 @@ class AsyncEngine:
             known = np.where(self.dep_local, self.c[self.dep_L] if self.c.size else 0, self.promise[self.dep_rank])
             vals = np.minimum.reduceat(known + self.dep_lag, self.dep_starts)
             out[self.dep_tgt[self.dep_starts]] = np.minimum(out[self.dep_tgt[self.dep_starts]], vals)
+        for g in self.local.groups:  # a group advances as one
+            out[g.lidx] = out[g.lidx].min()
         return out
 
     def next_batch(self, cap: int) -> tuple[np.ndarray, int] | None:
@@ -196,6 +230,10 @@ class AsyncEngine:
                                _pad(block.params[none], B, "params"), _pad(block.amps[none], B, "params"),
                                _pad(block.thresh[none], B, "params"), _pad(block.refr[none], B, "params"),
                                MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf))
+        for g, kernel, st in zip(self.local.groups, self.group_kernels, self.gstates):
+            inert = dict(st, t=np.zeros(1), restart=np.zeros(1, bool))
+            kernel.advance(inert, np.zeros(1), np.full((1, E), np.inf), np.zeros((1, E, g.nv)), np.zeros((1, 0)),
+                           np.zeros((1, 0)), g.thresh[None], g.refr[None], 1, self.rtol, self.atol, np.full((1, self.n_slots), np.inf))
 
     def run_interval(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Integrate ``batch`` (local indices, all at interval k) to the end of interval k.
@@ -224,10 +262,82 @@ class AsyncEngine:
                     self.samples.put(r_i, self.rec_col[r_i][lidx[lanes]], s_rows, vals)
             spk_l.append(l_out)
             spk_t.append(t_out)
+        for g_i in np.unique(self.local.group_of[batch]):
+            if g_i >= 0:
+                l_out, t_out = self._run_group(int(g_i), k, t_stop, ev, wins)
+                spk_l.append(l_out)
+                spk_t.append(t_out)
         self.c[batch] += 1
         if not spk_l:
             return np.zeros(0, np.int64), np.zeros(0)
         return np.concatenate(spk_l), np.concatenate(spk_t)
+
+    def _run_group(self, g_i: int, k: int, t_stop: float, ev: dict[str, np.ndarray],
+                   wins: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Integrate coupled group ``g_i`` to ``t_stop``: its inputs from the queue (``ev``) and the
+        pulses of its own spikes are stops; returns its spikes (local index, time)."""
+        g, kernel, st, pend = self.local.groups[g_i], self.group_kernels[g_i], self.gstates[g_i], self.gevents[g_i]
+        mine = self.local.group_of[ev["tgt"].astype(np.int64)] == g_i if ev["tgt"].size else np.zeros(0, bool)
+        if mine.any():
+            member = self.local.row_of[ev["tgt"][mine].astype(np.int64)]
+            pend.push(arrive=ev["arrive"][mine], col=g.var_col(member, ev["var"][mine]), w=ev["w"][mine],
+                      src=ev["src"][mine], row=ev["row"][mine], spk_t=ev["spk_t"][mine])
+        # Sample slots of the recorded members (every recording's slots, as for blocks).
+        smp_t = np.full((1, self.n_slots), np.inf)
+        rec_members = []
+        for r_i, (s_rows, times) in enumerate(wins):
+            col = self.rec_col[r_i][g.lidx]
+            m = np.flatnonzero(col >= 0)
+            if m.size and times.size:
+                smp_t[0, self.slot_off[r_i] + np.arange(times.size)] = times
+                rec_members.append((r_i, m, s_rows, times))
+        smp_v = np.full((self.n_slots, g.nv), np.nan)
+        E, nv = EVENTS_PER_CALL, g.nv
+        spk_l, spk_t = [], []
+        pulses = {m: g.pulses_of(m) for m in range(g.lidx.size)}
+        while True:
+            due = pend.due(t_stop)
+            times, first = np.unique(due["arrive"], return_index=True)
+            if st["t"][0] >= t_stop and not (times.size and times[0] <= st["t"][0]):
+                break
+            ev_t = np.full((1, E), np.inf)
+            ev_w = np.zeros((1, E, nv))
+            use = times[:E]
+            ev_t[0, :use.size] = use
+            for j, tj in enumerate(use):
+                at = due["arrive"] == tj
+                np.add.at(ev_w[0, j], due["col"][at].astype(np.int64), due["w"][at])
+            stop = min(t_stop, times[E]) if times.size > E else t_stop
+            st["ev_ptr"][:] = 0
+            out, spk, cnt, got = kernel.advance(st, np.array([stop]), ev_t, ev_w, np.zeros((1, 0)), np.zeros((1, 0)),
+                                                g.thresh[None], g.refr[None], GROUP_ITER_PER_CALL, self.rtol, self.atol, smp_t)
+            smp_v = np.where(np.isnan(got[0]), smp_v, got[0])
+            st.update(out)
+            for key, v in cnt.items():
+                self.counters[key][g.lidx] += int(v[0])  # every member took the group's steps
+            if out["failed"][0]:
+                raise RunError(f"the BDF step size fell below {bdf.H_MIN_MS:g} ms for the coupled group of gid {g.key} "
+                               f"({g.lidx.size} neurons) at t = {out['t'][0]:.6f} ms; loosen integrator.rtol/atol or "
+                               "check the model parameters")
+            n_used = int(out["ev_ptr"][0])
+            if n_used:
+                pend.drop_through(float(use[n_used - 1]))
+            spk = np.atleast_2d(spk)[0]
+            for m in np.flatnonzero(~np.isnan(spk)):
+                ts = float(spk[m])
+                spk_l.append(g.lidx[m])
+                spk_t.append(ts)
+                for col, d, A, t_max, order in pulses[m]:
+                    on = ts + d
+                    pend.push(arrive=[on, on + t_max], col=[col, col], w=[A, -A], src=[g.gid[m]] * 2,
+                              row=[-2 - order] * 2, spk_t=[ts, ts])
+        st["ev_ptr"][:] = 0
+        for r_i, m, s_rows, times in rec_members:
+            vals = smp_v[self.slot_off[r_i] + np.arange(times.size)][:, g.var_col(m, np.full(m.size, self.local.recordings[r_i].var))]
+            self.samples.put(r_i, self.rec_col[r_i][g.lidx[m]], s_rows, vals.T)
+        if spk_l:
+            return np.asarray(spk_l, np.int64), np.asarray(spk_t)
+        return np.zeros(0, np.int64), np.zeros(0)
 
     def take_samples(self) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
         """Sampled rows all local recorded neurons have passed: (recording, first row, columns in

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cluster_sim.asyncmode.groups import Group, build_group, tied_components
+from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
 from cluster_sim.spec.schema import JobSpec
 
@@ -19,8 +21,11 @@ def is_source(model: object) -> bool:
 
 def lookahead_ms(spec: JobSpec) -> float:
     """The grid spacing: the minimum delay of the spike-triggered projections (or
-    ``engine.interval_ms`` when there are none)."""
-    delays = [p.delay_ms for p in spec.projections]
+    ``engine.interval_ms`` when there are none). Graded projections act inside a coupled group
+    and give no lookahead."""
+    from cluster_sim.models import get_synapse_model
+
+    delays = [p.delay_ms for p in spec.projections if get_synapse_model(p.synapse).kind == "event"]
     return float(min(delays)) if delays else float(spec.engine.interval_ms)
 
 
@@ -89,9 +94,16 @@ class LocalNetwork:
     source_pops: list[tuple[str, np.ndarray, np.ndarray]]  # (population, local indices, gids) of local sources
     breakpoints: list[tuple[float, np.ndarray]]  # (time, rank-local neurons whose input changes then)
     recordings: list[Recording]
+    groups: list[Group]  # neurons tied by graded couplings (block_of = -1 for their members)
+    group_of: np.ndarray  # rank-local index -> group (-1: in a block)
 
 
 def build_local(net: Network, D: float) -> LocalNetwork:
+    components = tied_components(net)
+    tied = {name: np.zeros(pop.local.size, bool) for name, pop in net.populations.items()}
+    for comp in components:
+        for p, pos in comp:
+            tied[p][pos] = True
     blocks: list[Block] = []
     by_model: dict[str, list[str]] = {}
     for name, pop in net.populations.items():
@@ -104,12 +116,14 @@ def build_local(net: Network, D: float) -> LocalNetwork:
         y0, params, amps, th, rf, gids, members = [], [], [], [], [], [], []
         for p in pops:
             pop = net.populations[p]
-            k = pop.local.size
-            members.append((p, np.arange(k)))
-            gids.append(net.layout.gid(p, pop.local))
-            y0.append(np.stack([pop.init[v] for v in model.variables], axis=1) if k else np.zeros((0, len(model.variables))))
+            free = np.flatnonzero(~tied[p])
+            k = free.size
+            members.append((p, free))
+            gids.append(net.layout.gid(p, pop.local[free]))
+            y0.append(np.stack([pop.init[v][free] for v in model.variables], axis=1) if k else np.zeros((0, len(model.variables))))
             params.append(np.tile([pop.params.get(nm, 0.0) for nm in names], (k, 1)))
-            amps.append(np.stack([s.amplitude.get(p, np.zeros(k)) for s in net.stimuli], axis=1) if net.stimuli else np.zeros((k, 0)))
+            amps.append(np.stack([s.amplitude.get(p, np.zeros(pop.local.size))[free] for s in net.stimuli], axis=1)
+                        if net.stimuli else np.zeros((k, 0)))
             th.append(np.full(k, model.threshold_mV(pop.params)))
             rf.append(np.full(k, model.refractory_ms(pop.params)))
         gid = np.concatenate(gids)
@@ -120,19 +134,43 @@ def build_local(net: Network, D: float) -> LocalNetwork:
                             np.concatenate(amps).reshape(gid.size, len(net.stimuli)), np.concatenate(th), np.concatenate(rf)))
         gid_parts.append(gid)
         n += gid.size
+    n_free = n
+    groups = []
+    for comp in components:
+        g = build_group(net, comp)
+        g.lidx = np.arange(n, n + g.gid.size)
+        groups.append(g)
+        gid_parts.append(g.gid)
+        n += g.gid.size
     gid_all = np.concatenate(gid_parts) if gid_parts else np.zeros(0, np.int64)
-    block_of = np.concatenate([np.full(b.gid.size, i) for i, b in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
-    row_of = np.concatenate([np.arange(b.gid.size) for b in blocks]) if blocks else np.zeros(0, np.int64)
+    block_of = np.full(n, -1, np.int64)
+    row_of = np.zeros(n, np.int64)
+    group_of = np.full(n, -1, np.int64)
+    for i, b in enumerate(blocks):
+        block_of[b.lidx], row_of[b.lidx] = i, np.arange(b.gid.size)
+    for i, g in enumerate(groups):
+        group_of[g.lidx], row_of[g.lidx] = i, np.arange(g.gid.size)
+    assert n_free == int((block_of >= 0).sum())
 
     # Local index of (population, position) for the synapse tables.
-    lidx_of: dict[str, np.ndarray] = {}
+    lidx_of: dict[str, np.ndarray] = {name: np.full(pop.local.size, -1, np.int64) for name, pop in net.populations.items()}
     for b in blocks:
         start = 0
         for p, pos in b.members:
-            lidx_of[p] = b.lidx[start:start + pos.size]
+            lidx_of[p][pos] = b.lidx[start:start + pos.size]
             start += pos.size
+    for g in groups:
+        start = 0
+        for seg in g.segments:
+            lidx_of[seg.pop][seg.pos] = g.lidx[start:start + seg.n]
+            start += seg.n
+    for name, pop in net.populations.items():  # spike sources: not integrated, no local index
+        if is_source(pop.model):
+            del lidx_of[name]
     cols = {k: [] for k in ("src", "tgt", "var", "weight", "delay", "order", "srcpop")}
     for order, proj in enumerate(net.projections):
+        if isinstance(proj.synapse, GradedKinetic):  # inside a group: not a delayed input
+            continue
         tgt_pos = proj.target_of_synapse()
         model = net.populations[proj.target].model
         cols["src"].append(net.layout.gid(proj.source, proj.src))
@@ -172,4 +210,4 @@ def build_local(net: Network, D: float) -> LocalNetwork:
                                     lidx_of[rec.population][pos[here]] if here.any() else np.zeros(0, np.int64),
                                     np.flatnonzero(here), float(rec.sampling_ms),
                                     int(math.floor(net.spec.simulation.duration_ms / rec.sampling_ms + 1e-9))))
-    return LocalNetwork(blocks, n, gid_all, block_of, row_of, syn, source_pops, breakpoints, recordings)
+    return LocalNetwork(blocks, n, gid_all, block_of, row_of, syn, source_pops, breakpoints, recordings, groups, group_of)

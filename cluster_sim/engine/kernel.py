@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from cluster_sim.engine.integrators import METHODS
-from cluster_sim.errors import ConfigError
 from cluster_sim.models.base import Drive
 from cluster_sim.models.synapses import GradedKinetic
-from cluster_sim.network.build import Network, Population
+from cluster_sim.network.build import Network, Population, graded_indices
 
 
 # Local arrays are padded to a multiple of this many neurons: XLA's vectorised loops compute
@@ -64,19 +63,6 @@ def initial_state(net: Network) -> dict[str, np.ndarray]:
             for var, value in proj.synapse.initial().items():
                 state[state_key(proj.spec.name, var)] = np.full(n, value)
     return state
-
-
-def graded_indices(net: Network, proj: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(source position among local source neurons, local target position) of each synapse.
-    Graded couplings read the presynaptic state every step, so their sources must be local."""
-    src_local = net.populations[proj.source].local
-    pos = np.searchsorted(src_local, proj.src)
-    ok = (pos < src_local.size) & (src_local[np.minimum(pos, max(src_local.size - 1, 0))] == proj.src) if src_local.size else proj.src.size == 0
-    if not np.all(ok):
-        raise ConfigError(f"projections.{proj.spec.name}", proj.spec.synapse,
-                          "couples on presynaptic state inside every step, but some sources are on another rank",
-                          "use one rank, or a partition that keeps this projection's sources and targets together")
-    return pos.astype(np.int64), proj.target_of_synapse()
 
 
 def ell_layout(net: Network, proj: Any) -> tuple[np.ndarray, np.ndarray]:

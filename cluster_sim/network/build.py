@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from cluster_sim.errors import ConfigError
 from cluster_sim.models import get_neuron_model, get_synapse_model, get_waveform
 from cluster_sim.models.base import NeuronModel, Waveform
 from cluster_sim.models.synapses import SynapseModel
@@ -268,3 +269,15 @@ def build_network(spec: JobSpec, local: Mapping[str, np.ndarray] | None = None) 
         stimuli.append(Stimulus(s.name, get_waveform(s.waveform), dict(s.params), amp))
     return Network(spec, layout, pops, projections, stimuli)
 
+
+def graded_indices(net: Network, proj: Projection) -> tuple[np.ndarray, np.ndarray]:
+    """(source position among local source neurons, local target position) of each synapse.
+    Graded couplings read the presynaptic state every step, so their sources must be local."""
+    src_local = net.populations[proj.source].local
+    pos = np.searchsorted(src_local, proj.src)
+    ok = (pos < src_local.size) & (src_local[np.minimum(pos, max(src_local.size - 1, 0))] == proj.src) if src_local.size else proj.src.size == 0
+    if not np.all(ok):
+        raise ConfigError(f"projections.{proj.spec.name}", proj.spec.synapse,
+                          "couples on presynaptic state inside every step, but some sources are on another rank",
+                          "use one rank, or a partition that keeps this projection's sources and targets together")
+    return pos.astype(np.int64), proj.target_of_synapse()

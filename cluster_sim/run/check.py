@@ -72,18 +72,12 @@ def _check_partition(spec: JobSpec, ranks: int) -> None:
 
 
 def _check_async(spec: JobSpec) -> None:
+    """Graded couplings run as coupled groups (asyncmode/groups.py); spike-triggered synapses need
+    a delay (their lookahead); error control needs float64."""
     from cluster_sim.models import get_synapse_model
-    from cluster_sim.models.synapses import GradedKinetic
 
     for proj in spec.projections:
-        if isinstance(get_synapse_model(proj.synapse), GradedKinetic):
-            raise IncompatibleSolverError(
-                f"projections.{proj.name}.synapse", proj.synapse,
-                "couples neurons continuously (graded transmitter release), which ties the times of its "
-                "source and target neurons together; the asynchronous mode integrates each neuron on "
-                "its own time line and supports spike-triggered synapses only",
-                'run this network with simulation.mode = "bsp"')
-        if proj.delay_ms <= 0:
+        if get_synapse_model(proj.synapse).kind == "event" and proj.delay_ms <= 0:
             raise IncompatibleSolverError(f"projections.{proj.name}.delay_ms", proj.delay_ms,
                                           "a zero delay gives the asynchronous mode no lookahead", "use a delay > 0")
     if spec.integrator.precision != "float64":

@@ -17,7 +17,7 @@ import numpy as np
 
 from cluster_sim.asyncmode import bdf
 from cluster_sim.asyncmode.engine import AsyncEngine
-from cluster_sim.asyncmode.groups import GroupKernel
+from cluster_sim.asyncmode.groups import shared_group_kernel
 from cluster_sim.asyncmode.local import build_local, is_source, lookahead_ms
 from cluster_sim.asyncmode.p2p import CONTROL, DATA, OUTPUT, Mailbox, maybe_trace
 from cluster_sim.asyncmode.sampling import SampleStore, TraceAssembler
@@ -48,7 +48,7 @@ class AsyncBackend:
         with tf.device(ctx.device):
             kernels = [bdf.shared_kernel(b.model, b.param_names, _stimuli(net), jit_compile=spec.engine.jit_compile)
                        for b in self.local.blocks]
-            group_kernels = [GroupKernel(g, _stimuli(net), jit_compile=spec.engine.jit_compile) for g in self.local.groups]
+            group_kernels = [shared_group_kernel(g, _stimuli(net), jit_compile=spec.engine.jit_compile) for g in self.local.groups]
         self.engine = AsyncEngine(self.local, self.D, spec.simulation.duration_ms, kernels, rtol=spec.integrator.rtol,
                                   atol=spec.integrator.atol, rank=ctx.rank, owner=self.owner,
                                   source_spikes=_source_generator(spec, net, self.local), group_kernels=group_kernels)
@@ -276,7 +276,8 @@ class AsyncBackend:
 
     def rank_stats(self) -> dict[str, Any]:
         mailbox = self.mailbox
-        return {"neurons": int(self.local.n_local), "synapses": int(self.local.syn.src.size),
+        in_groups = sum(p.n_syn for g in self.local.groups for p in g.parts)
+        return {"neurons": int(self.local.n_local), "synapses": int(self.local.syn.src.size) + in_groups,
                 "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                 "messages_sent": int(sum(mailbox.sent.values())) if mailbox else 0, "messages_received": self.msgs_in,
                 "traces_during_run": self._traces() - self._traces_at_start,

@@ -19,6 +19,7 @@ t_s + d). No MPI and no files here.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -65,6 +66,7 @@ class GradedPart:
     delay_ms: float
     src_ell: np.ndarray  # [n target members, width] index into src_idx
     w_ell: np.ndarray  # [n target members, width] weights (0 pads)
+    n_syn: int = 0
 
     @property
     def n_src(self) -> int:
@@ -188,7 +190,7 @@ def build_group(net: Network, members: Sequence[tuple[str, np.ndarray]]) -> Grou
         if syn.signal != "v":
             t_off, off = off, off + src_idx.size
         parts.append(GradedPart(proj.spec.name, order, syn, dict(proj.params), seg_of[proj.source], src_idx,
-                                seg_of[proj.target], state_off, t_off, float(proj.spec.delay_ms), ell_s, ell_w))
+                                seg_of[proj.target], state_off, t_off, float(proj.spec.delay_ms), ell_s, ell_w, int(t_i.size)))
     g = Group(segments, parts, off)
     lay = net.layout
     g.gid = np.concatenate([lay.gid(s.pop, net.populations[s.pop].local[s.pos]) for s in segments])
@@ -264,6 +266,28 @@ class GroupKernel(bdf.BdfKernel):
                 pieces.append((seg.off + j * n, a * yd[v] + b, a))
         pieces.sort(key=lambda x: x[0])
         return tf.concat([f for _, f, _ in pieces], axis=1), tf.concat([a for _, _, a in pieces], axis=1)
+
+
+_SHARED: dict[str, GroupKernel] = {}
+
+
+def shared_group_kernel(group: Group, stimuli: Sequence[bdf.Stimulus], *, jit_compile: bool = True) -> GroupKernel:
+    """One kernel (and compilation) per group structure in a process: the constants baked into the
+    graph (parameters, amplitudes, connectivity) name it."""
+    h = hashlib.sha256(repr((jit_compile, [(st.shape.__qualname__, sorted(st.params.items())) for st in stimuli])).encode())
+    for seg in group.segments:
+        h.update(repr((seg.pop, seg.model.name, sorted(seg.params.items()), seg.off)).encode())
+        for a in [seg.pos, *seg.amps]:
+            h.update(np.ascontiguousarray(a).tobytes())
+    for part in group.parts:
+        h.update(repr((part.name, part.syn.name, sorted(part.params.items()), part.src_seg, part.tgt_seg, part.off,
+                       part.t_off, part.delay_ms)).encode())
+        for a in (part.src_idx, part.src_ell, part.w_ell):
+            h.update(repr(a.shape).encode() + np.ascontiguousarray(a).tobytes())
+    key = h.hexdigest()
+    if key not in _SHARED:
+        _SHARED[key] = GroupKernel(group, stimuli, jit_compile=jit_compile)
+    return _SHARED[key]
 
 
 def new_group_state(group: Group) -> dict[str, np.ndarray]:

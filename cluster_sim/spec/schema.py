@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cluster_sim.errors import ConfigError
-from cluster_sim.spec.timing import check_on_grid
 
 METHODS = ("euler", "rk4", "exp_euler")
 PRECISIONS = ("float64", "float32")
@@ -445,7 +444,6 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         else:
             raise ConfigError(rt.key("neurons"), neurons_raw, "must be a count or a list of neuron indices", "write neurons = [0, 1, 2] or neurons = 5")
         sampling = rt.number("sampling_ms", integrator.dt_ms, lo=0.0, lo_open=True)
-        check_on_grid(rt.key("sampling_ms"), sampling, integrator.dt_ms, at_least_one=True)  # samples are taken at steps
         rt.finish()
         recordings.append(RecordingSpec(rname, pop, var, neurons, sampling))
 

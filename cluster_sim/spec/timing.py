@@ -68,6 +68,8 @@ def check_bsp_grid(spec: "JobSpec") -> None:
     check_on_grid("simulation.duration_ms", spec.simulation.duration_ms, dt, at_least_one=True)
     if "interval_ms" in spec.raw.get("engine", {}):
         check_on_grid("engine.interval_ms", spec.engine.interval_ms, dt, at_least_one=True)
+    for rec in spec.recordings:  # BSP samples at steps; async from its dense output at any time
+        check_on_grid(f"recordings.{rec.name}.sampling_ms", rec.sampling_ms, dt, at_least_one=True)
     for s in spec.stimuli:
         for edge in ("start_ms", "stop_ms"):
             # an edge at or after the end of the run is never reached (the step default is 1e30)

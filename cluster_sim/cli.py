@@ -42,9 +42,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     check(spec, args.ranks)  # the same refusals as `run` for this mode and rank count
     print(f"{args.job}: valid for {spec.simulation.mode} on {args.ranks} rank{'s' if args.ranks > 1 else ''} — "
           f"{spec.n_neurons} neurons in {len(spec.populations)} populations, "
-          f"{len(spec.projections)} projections, {spec.simulation.duration_ms:g} ms at dt {spec.integrator.dt_ms:g} ms "
-          f"({spec.integrator.method}, {spec.integrator.precision})")
+          f"{len(spec.projections)} projections, {spec.simulation.duration_ms:g} ms {_solver(spec)}")
     return 0
+
+
+def _solver(spec: Any) -> str:
+    it = spec.integrator
+    if spec.simulation.mode == "async":
+        return f"with variable-step BDF at rtol {it.rtol:g}, atol {it.atol:g} ({it.precision})"
+    return f"at dt {it.dt_ms:g} ms ({it.method}, {it.precision})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -310,13 +310,6 @@ def test_stop_signal_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert _same(full, read_spikes(tmp_path / "stopped" / "spikes.h5"))
 
 
-def test_graded_coupling_refused_by_name() -> None:
-    r = subprocess.run([sys.executable, "-m", "cluster_sim.cli", "run", str(ROOT / "jobs" / "antennal_lobe.toml"),
-                        "--mode", "async", "--out", "/tmp/never"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 2
-    assert "projections." in r.stderr and "graded" in r.stderr and 'mode = "bsp"' in r.stderr, r.stderr
-
-
 def test_spike_sources_give_the_same_trains_as_bsp() -> None:
     """The async engine computes Poisson input where it is needed; it must be the very train the
     BSP engine generates on the owning rank (global ids address the random stream)."""

@@ -119,3 +119,14 @@ def test_antennal_lobe_is_one_group_with_pulse_transmitters() -> None:
     pulses = g.pulses_of(0)  # PN 0 starts a transmitter pulse of A for t_max after each spike
     assert pulses == [(ach.t_off, 0.0, ach.params["A_mM"], ach.params["t_max_ms"], 0)]
     assert g.pulses_of(int(np.flatnonzero(g.gid == 90)[0])) == []  # an LN starts none (graded release)
+
+
+def test_slow_gaba_b_is_a_pulse_part_with_two_states() -> None:
+    from cluster_sim.asyncmode.local import build_local, lookahead_ms
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "jobs" / "antennal_lobe_slow_gaba.toml", ['simulation.mode="async"'])
+    g = build_local(build_network(spec), lookahead_ms(spec)).groups[0]
+    gb = {p.name: p for p in g.parts}["LN_PN_gaba_b"]
+    assert gb.syn.variables == ("r", "s") and gb.n_src == 30 and gb.t_off == gb.off + 2 * 30
+    ln0 = int(np.flatnonzero(g.gid == 90)[0])  # an LN now starts a GABA_B transmitter pulse
+    assert [c for c, *_ in g.pulses_of(ln0)] == [gb.t_off + int(np.flatnonzero(gb.src_idx == 0)[0])]

@@ -184,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_repair(sub)
     try:
         from cluster_sim.deploy.cli import register
-    except ImportError:
-        register = None
-    if register is not None:
+    except ImportError:  # a trimmed install without the deploy package
+        pass
+    else:
         register(sub)
     return parser
 

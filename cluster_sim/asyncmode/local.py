@@ -167,7 +167,7 @@ def build_local(net: Network, D: float) -> LocalNetwork:
     for name, pop in net.populations.items():  # spike sources: not integrated, no local index
         if is_source(pop.model):
             del lidx_of[name]
-    cols = {k: [] for k in ("src", "tgt", "var", "weight", "delay", "order", "srcpop")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("src", "tgt", "var", "weight", "delay", "order", "srcpop")}
     for order, proj in enumerate(net.projections):
         if isinstance(proj.synapse, GradedKinetic):  # inside a group: not a delayed input
             continue
@@ -175,7 +175,7 @@ def build_local(net: Network, D: float) -> LocalNetwork:
         model = net.populations[proj.target].model
         cols["src"].append(net.layout.gid(proj.source, proj.src))
         cols["tgt"].append(lidx_of[proj.target][tgt_pos] if tgt_pos.size else np.zeros(0, np.int64))
-        cols["var"].append(np.full(proj.src.size, model.variables.index(proj.synapse.var)))
+        cols["var"].append(np.full(proj.src.size, model.variables.index(getattr(proj.synapse, "var"))))
         cols["weight"].append(proj.weight)
         cols["delay"].append(np.full(proj.src.size, proj.spec.delay_ms))
         cols["order"].append(np.full(proj.src.size, order))

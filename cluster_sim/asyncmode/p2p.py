@@ -47,7 +47,7 @@ class TracedComm:
 
     def dump(self) -> None:
         rank = self._comm.Get_rank()
-        data = {ph: dict(c) for ph, c in self.calls.items()}
+        data: dict[str, Any] = {ph: dict(c) for ph, c in self.calls.items()}
         data["loop_collectives"] = sorted(n for n in self.calls["loop"] if n.lower() in COLLECTIVES)
         with open(f"{self._path}.rank{rank}.json", "w") as fh:
             json.dump(data, fh)
@@ -66,7 +66,7 @@ class Mailbox:
 
         self.MPI, self.comm = MPI, comm
         self.pending: list[Any] = []
-        self.sent = Counter()
+        self.sent: Counter[int] = Counter()
 
     def send(self, dest: int, tag: int, obj: Any) -> None:
         self.pending.append(self.comm.isend(obj, dest=dest, tag=tag))

@@ -65,7 +65,7 @@ def rank_file(out: Path, step: int, rank: int) -> Path:
 def write_rank_part(out: Path, step: int, rank: int, arrays: Mapping[str, np.ndarray]) -> None:
     checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs read the names as allow_pickle
     atomic_write_bytes(rank_file(out, step, rank), buf.getvalue())
 
 

@@ -105,9 +105,11 @@ def agreement(cs: list[dict], b2: list[dict]) -> dict:
         ra, rb = float(np.median(a.sum(1))) / a.shape[1], float(np.median(b.sum(1))) / b.shape[1]
         ca, cb = a.mean(0), b.mean(0)
         r = float(np.corrcoef(ca, cb)[0, 1]) if ca.std() > 0 and cb.std() > 0 else None
-        rel = abs(ra - rb) / max(rb, 1e-12)
+        rel = abs(ra - rb) / rb if rb > 0 else (0.0 if ra == 0 else float("inf"))
         out[pop] = {"spikes_per_neuron_cs": ra, "spikes_per_neuron_brian2": rb, "rate_rel_diff": rel,
-                    "count_correlation": r, "agree": rel <= 0.25 and r is not None and r >= 0.7}
+                    "count_correlation": r,
+                    # None: no spikes in either (e.g. --quick ends before the odor drives any)
+                    "agree": None if ra == rb == 0 else (rel <= 0.25 and r is not None and r >= 0.7)}
     return out
 
 
@@ -154,7 +156,8 @@ def brian2_and_startup(t_full: float, reps: int) -> dict:
     for pop, a in agree.items():
         print(f"{pop}: spikes/neuron cs {a['spikes_per_neuron_cs']:.2f} vs Brian2 {a['spikes_per_neuron_brian2']:.2f} "
               f"(rel. diff {a['rate_rel_diff']:.2f}), per-neuron count correlation {a['count_correlation']}: "
-              f"{'agree' if a['agree'] else 'DO NOT AGREE'} (criterion: rates within 25 %, r ≥ 0.7)")
+              f"{ {True: 'agree', False: 'DO NOT AGREE', None: 'no spikes to compare'}[a['agree']]} "
+              "(criterion: rates within 25 %, r ≥ 0.7)")
     st = {c: res[f"startup {c}"] for c in ("cold", "warm")}
     srows = [[f"{c} XLA cache", med_of(st[c], "startup_s"), med_of(st[c], "process_wall_s"), STARTUP_TARGETS_S[c],
               all(r.get("xla_cache", {}).get("hit") == (c == "warm") for r in st[c] if "error" not in r)] for c in st]

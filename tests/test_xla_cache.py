@@ -95,6 +95,36 @@ def test_second_run_loads_what_the_first_compiled(tmp_path: Path, small_cobahh_j
     _same_spikes(tmp_path / "a", tmp_path / "c")
 
 
+ASYNC_ONE = """
+name = "async_one"
+[simulation]
+duration_ms = 20.0
+mode = "async"
+[integrator]
+dt_ms = 0.01
+[populations.N]
+model = "hh_squid"
+count = 2
+[stimuli.step]
+waveform = "step"
+populations = ["N"]
+amplitude_uA_cm2 = 10.0
+start_ms = 2.0
+stop_ms = 100.0
+"""
+
+
+def test_async_mode_uses_the_cache_too(tmp_path: Path) -> None:
+    job = tmp_path / "async_one.toml"
+    job.write_text(ASYNC_ONE)
+    cache = tmp_path / "cache"
+    first = _run(job, tmp_path / "a", cache)
+    assert first["mode"] == "async" and first["xla_cache"]["entries_written"] > 0
+    second = _run(job, tmp_path / "b", cache)
+    assert second["xla_cache"]["hit"], second["xla_cache"]
+    _same_spikes(tmp_path / "a", tmp_path / "b")
+
+
 def test_two_ranks_share_one_cache(tmp_path: Path, small_cobahh_job: Path) -> None:
     """Both ranks compile the same shapes at the same moment and publish into one folder; the
     entries are complete (the next 2-rank run loads them all) and spikes are unchanged."""

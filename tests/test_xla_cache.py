@@ -81,6 +81,7 @@ def test_second_run_loads_what_the_first_compiled(tmp_path: Path, small_cobahh_j
     written = _entries(cache)
     assert first["xla_cache"]["enabled"] and first["xla_cache"]["source"] == "env"
     assert first["xla_cache"]["entries_written"] == len(written) > 0 and not first["xla_cache"]["hit"]
+    assert first["xla_cache"]["entries_written_in_run"] == 0  # every kernel compiled during startup
     assert not list(cache.rglob(".*.tmp"))  # published by rename: no temporaries left behind
     mtimes = [p.stat().st_mtime_ns for p in written]
 
@@ -120,6 +121,7 @@ def test_async_mode_uses_the_cache_too(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first = _run(job, tmp_path / "a", cache)
     assert first["mode"] == "async" and first["xla_cache"]["entries_written"] > 0
+    assert first["xla_cache"]["entries_written_in_run"] == 0  # every shape compiled during startup
     second = _run(job, tmp_path / "b", cache)
     assert second["xla_cache"]["hit"], second["xla_cache"]
     _same_spikes(tmp_path / "a", tmp_path / "b")

@@ -131,7 +131,7 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
             ctx.progress.close()
         if outputs is not None:
             outputs.flush()
-        xla_cache.publish()  # kernels compiled during the run (a shape seen late), if any
+        xla_cache.publish(after_startup=True)  # kernels compiled during the run (a shape seen late), if any
     finally:
         if own_stop:
             stop.restore()
@@ -158,6 +158,7 @@ def _xla_cache_info(ranks: list[dict[str, Any]]) -> dict[str, Any]:
     """One run.json entry for all ranks: ``hit`` only if no rank had to compile anew."""
     first = ranks[0]
     return {**first, "entries_written": int(sum(r["entries_written"] for r in ranks)),
+            "entries_written_in_run": int(sum(r["entries_written_in_run"] for r in ranks)),
             "hit": all(r["hit"] for r in ranks), "errors": sorted({e for r in ranks for e in r["errors"]})}
 
 

@@ -55,6 +55,7 @@ class XlaCache:
     staging: Path | None = None  # the folder XLA was pointed at (None: the user's own flag)
     entries_found: int = 0  # entries in the cache before this run compiled
     entries_written: int = 0  # entries compiled (cache misses) by this run and published
+    entries_written_in_run: int = 0  # of which after startup: a kernel compiled late (should be 0)
     errors: list[str] = field(default_factory=list)
     _before: set[str] = field(default_factory=set)
 
@@ -75,10 +76,11 @@ class XlaCache:
             self.errors.append(f"reading {self.directory}: {e}")
         self._before = _entries(watched)
 
-    def publish(self) -> int:
+    def publish(self, *, after_startup: bool = False) -> int:
         """After compiling: copy the entries XLA wrote since ``begin`` into the shared cache,
         each atomically. Returns how many were new. Failures (a read-only or full cache) are
-        recorded, never raised: the run itself has its executables already."""
+        recorded, never raised: the run itself has its executables already. ``after_startup``:
+        this is the end of the run, so new entries were compiled during integration."""
         if self.directory is None:
             return 0
         watched = self.staging or self.directory
@@ -91,6 +93,8 @@ class XlaCache:
                     self.errors.append(f"writing {self.directory / name}: {e}")
         self._before |= set(new)
         self.entries_written += len(new)
+        if after_startup:
+            self.entries_written_in_run += len(new)
         return len(new)
 
     def summary(self) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class XlaCache:
         return {"enabled": self.enabled, "source": self.source,
                 "directory": str(self.directory) if self.directory else None,
                 "entries_found": self.entries_found, "entries_written": self.entries_written,
+                "entries_written_in_run": self.entries_written_in_run,
                 "hit": self.enabled and self.entries_written == 0, "errors": list(self.errors)}
 
 

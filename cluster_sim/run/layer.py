@@ -82,8 +82,11 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
     from cluster_sim.runtime.tflog import import_tensorflow
     from cluster_sim.runtime.threads import cpu_threads_for
 
+    from cluster_sim.runtime.xla_cache import configure as configure_xla_cache
+
     mpi = active_context()
     prepare_environment(mpi.local_rank if mpi is not None and comm is not None else None)
+    xla_cache = configure_xla_cache(spec.engine.xla_cache)  # before XLA first compiles
     import_tensorflow()  # its start-up lines filtered unless --verbose
     dev = select_device(spec.engine.device, cpu_threads_for(spec, size, cpu_threads))
     timers.add("startup", time.perf_counter() - t0)
@@ -106,7 +109,12 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
     try:
         backend = _backend(ctx)
         t0 = time.perf_counter()
-        backend.prepare()
+        xla_cache.begin()
+        from cluster_sim.runtime.tflog import filtered_stderr
+
+        with filtered_stderr():  # XLA logs its cache loads as errors (see runtime/tflog.py)
+            backend.prepare()  # traces and compiles every kernel: startup, not integration
+        xla_cache.publish()
         timers.add("startup", time.perf_counter() - t0)
         start_ms = float(manifest["simulated_ms"]) if manifest else 0.0
         ctx.progress = Progress(spec.simulation.duration_ms, enabled=progress if rank == 0 else False, start_ms=start_ms)
@@ -123,6 +131,7 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
             ctx.progress.close()
         if outputs is not None:
             outputs.flush()
+        xla_cache.publish(after_startup=True)  # kernels compiled during the run (a shape seen late), if any
     finally:
         if own_stop:
             stop.restore()
@@ -131,6 +140,7 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
 
     mine = backend.rank_stats()
     mine.update({"rank": rank, **{k: round(v, 6) for k, v in timers.seconds.items()}})
+    mine["xla_cache"] = xla_cache.summary()
     per_rank = ctx.comm.gather(mine, root=0) if ctx.comm is not None else [mine]
     backend.close()
     info: dict[str, Any] = {}
@@ -138,9 +148,18 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
         from cluster_sim.record.checkpoint import atomic_write_json
 
         info = run_info(ctx, status, backend.simulated_ms(), per_rank, backend.summary(per_rank), startup_s)
+        info["xla_cache"] = _xla_cache_info([r.pop("xla_cache") for r in per_rank])
         atomic_write_json(out / "run.json", info)
     return RunResult(EXIT_CHECKPOINTED if status == "checkpointed" else EXIT_OK, info)
 
+
+
+def _xla_cache_info(ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run.json entry for all ranks: ``hit`` only if no rank had to compile anew."""
+    first = ranks[0]
+    return {**first, "entries_written": int(sum(r["entries_written"] for r in ranks)),
+            "entries_written_in_run": int(sum(r["entries_written_in_run"] for r in ranks)),
+            "hit": all(r["hit"] for r in ranks), "errors": sorted({e for r in ranks for e in r["errors"]})}
 
 
 def _clear_previous_results(out: Path) -> None:

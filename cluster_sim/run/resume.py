@@ -15,13 +15,13 @@ from cluster_sim.spec.schema import JobSpec
 
 def spec_digest(spec: JobSpec) -> str:
     """What must match between a checkpoint and the run resuming it: the validated network and
-    integrator (defaults filled in), not duration, output, device, partition or exchange — a run
+    integrator (defaults filled in), not duration, output, device, partition, exchange or the compilation cache — a run
     may resume longer, elsewhere, on another number of ranks."""
     data = dataclasses.asdict(spec)
     data.pop("raw")
     data.pop("output")
     data["simulation"].pop("duration_ms")
-    for key in ("device", "partition", "exchange"):
+    for key in ("device", "partition", "exchange", "xla_cache"):
         data["engine"].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

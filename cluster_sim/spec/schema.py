@@ -47,6 +47,9 @@ class EngineSpec:
     partition: str = "auto"  # resolved by build_spec: "components" with in-step couplings, else "block"
     loop: str = "while"  # how the compiled interval iterates its steps: "while" or "scan"
     cpu_threads: int = 0  # TensorFlow intra-op threads per rank on CPU; 0 = automatic
+    # XLA's persistent compilation cache: "auto" ($CLUSTER_SIM_XLA_CACHE, else the user's cache
+    # dir), "off", or a folder (runtime/xla_cache.py). Not part of the resume digest.
+    xla_cache: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,14 @@ class _Table:
                               f"valid keys in [{self.path or 'top level'}] are: {', '.join(valid)}")
 
 
+def _xla_cache_setting(t: "_Table") -> str:
+    value = t.string("xla_cache", "auto")
+    if value.strip() == "" or "\x00" in value:
+        raise ConfigError(t.key("xla_cache"), value, "is not a folder",
+                          'write xla_cache = "auto" (the default), "off", or a folder such as "/scratch/$USER/xla"')
+    return value
+
+
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -280,6 +291,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         partition=eng_t.string("partition", "auto", choices=PARTITIONS),
         loop=eng_t.string("loop", "while", choices=("while", "scan")),
         cpu_threads=eng_t.integer("cpu_threads", 0, lo=0, hi=4096),
+        xla_cache=_xla_cache_setting(eng_t),
     )
     eng_t.finish()
 

@@ -24,21 +24,23 @@ Study file (TOML)::
 ``cluster-sim scale FILE`` submits every member plus a final collect job that depends
 (``afterany``) on all of them; ``cluster-sim scale --collect RUN`` or ``cluster-sim collect RUN``
 writes ``results/members.csv`` (one row per run, per-phase timers), ``results/scaling.csv``
-(mean and std over seeds/repetitions, speedup, efficiency, real-time factor) and PNG plots.
+(mean and std over seeds/repetitions, speedup, efficiency, real-time factor, per-population
+rates), ``results/mode_ratio.csv`` (BSP/async), ``results/scaling.md`` and PNG plots; the
+statistics and plots are :mod:`cluster_sim.analysis.scaling`'s.
 """
 from __future__ import annotations
 
-import math
 import shutil
 import tomllib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cluster_sim.analysis import scaling as S
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.spec_check import Variant, check_all
-from cluster_sim.deploy.runs import (CONSTRUCTION_PHASES, MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
+from cluster_sim.deploy.runs import (MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
                                      now_utc, overall, read_run_json, safe_name, sbatch_into, status,
                                      write_atomic, write_csv, write_json)
 from cluster_sim.deploy.slurm import Runner, Watcher, _run
@@ -264,130 +266,6 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
                      False)
 
 
-# ---------------------------------------------------------------------------------------------
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    if not xs:
-        return math.nan, math.nan
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, s
-
-
-def aggregate(rows: list[dict[str, Any]], scaling: str) -> list[dict[str, Any]]:
-    """Mean/std over seeds and repetitions per (mode, nodes, ranks_per_node); speedup, efficiency."""
-    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-    for r in rows:
-        if r.get("state") != "COMPLETED" or r.get("wall_seconds") in ("", None):
-            continue
-        groups.setdefault((r["mode"], r["nodes"], r["ranks_per_node"]), []).append(r)
-    out: list[dict[str, Any]] = []
-    phases = sorted({k for r in rows for k in r if k.startswith("phase_")})
-    for mode in sorted({k[0] for k in groups}):
-        keys = sorted((k for k in groups if k[0] == mode), key=lambda k: (k[1] * k[2], k[1]))
-        base: tuple[int, float] | None = None
-        for k in keys:
-            g = groups[k]
-            ranks = k[1] * k[2]
-            wall, wall_sd = _mean_std([float(r["wall_seconds"]) for r in g])
-            sim_s = float(g[0].get("simulated_ms") or 0) / 1000.0
-            row: dict[str, Any] = {"mode": mode, "nodes": k[1], "ranks_per_node": k[2], "ranks": ranks,
-                                   "samples": len(g), "wall_mean_s": wall, "wall_std_s": wall_sd}
-            for key in ("construction_s", "propagation_s"):
-                m, sd = _mean_std([float(r[key]) for r in g if r.get(key) not in ("", None)])
-                row[f"{key[:-2]}_mean_s"], row[f"{key[:-2]}_std_s"] = m, sd
-            prop = row["propagation_mean_s"]
-            if base is None:
-                base = (ranks, wall, prop)
-            n0, t0, p0 = base
-            row["speedup"] = t0 / wall if wall else math.nan
-            row["efficiency"] = (n0 * t0 / (ranks * wall)) if scaling == "strong" else (t0 / wall)
-            # the same for state propagation alone (startup and network construction excluded)
-            row["speedup_propagation"] = p0 / prop if prop and not math.isnan(prop) else math.nan
-            row["efficiency_propagation"] = ((n0 * p0 / (ranks * prop)) if scaling == "strong" else (p0 / prop)) \
-                if prop and not math.isnan(prop) else math.nan
-            row["real_time_factor"] = wall / sim_s if sim_s else math.nan
-            row["real_time_factor_propagation"] = prop / sim_s if sim_s and not math.isnan(prop) else math.nan
-            for ph in phases:
-                m, s = _mean_std([float(r[ph]) for r in g if r.get(ph) not in ("", None)])
-                row[f"{ph}_mean_s"] = m
-                row[f"{ph}_std_s"] = s
-                row[f"rtf_{ph[6:]}"] = m / sim_s if sim_s else math.nan
-            out.append(row)
-    return out
-
-
-def plot(agg: list[dict[str, Any]], outdir: Path, scaling: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths: list[Path] = []
-    modes = sorted({r["mode"] for r in agg})
-    # real-time factor of state propagation by phase (startup and construction have their own curve)
-    phases = sorted({k[4:] for r in agg for k in r if k.startswith("rtf_")} - set(CONSTRUCTION_PHASES))
-
-    has_prop = any(not math.isnan(r.get("propagation_mean_s", math.nan)) for r in agg)
-
-    def fig(name: str, ylabel: str, key: str, ideal: str | None = None) -> None:
-        f, ax = plt.subplots(figsize=(5, 3.5))
-        for mode in modes:
-            rs = [r for r in agg if r["mode"] == mode]
-            x = [r["ranks"] for r in rs]
-            if key == "wall_mean_s":
-                ax.errorbar(x, [r["wall_mean_s"] for r in rs], yerr=[r["wall_std_s"] for r in rs], marker="o",
-                            capsize=3, label=f"{mode}: total")
-                if has_prop:
-                    for part, ls in (("construction", ":"), ("propagation", "--")):
-                        ax.errorbar(x, [r[f"{part}_mean_s"] for r in rs], yerr=[r[f"{part}_std_s"] for r in rs],
-                                    marker=".", ls=ls, capsize=2, label=f"{mode}: {part}")
-            else:
-                ax.plot(x, [r[key] for r in rs], marker="o", label=mode)
-        if ideal == "speedup" and agg:
-            xs = sorted({r["ranks"] for r in agg})
-            ax.plot(xs, [x / xs[0] for x in xs] if scaling == "strong" else [1.0] * len(xs), "k--", lw=0.8,
-                    label="ideal")
-        if ideal == "efficiency" and agg:
-            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="ideal")
-        ax.set_xticks(sorted({r["ranks"] for r in agg}))
-        ax.set_xlabel("MPI ranks")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{scaling} scaling: {ylabel}")
-        ax.legend()
-        f.tight_layout()
-        p = outdir / f"{name}.png"
-        f.savefig(p, dpi=100)
-        plt.close(f)
-        paths.append(p)
-
-    basis = "_propagation" if has_prop else ""
-    fig("wall_time", "wall time [s]", "wall_mean_s")
-    fig("speedup", "speedup" + (" (state propagation)" if has_prop else ""), "speedup" + basis, ideal="speedup")
-    fig("efficiency", "parallel efficiency" + (" (state propagation)" if has_prop else ""), "efficiency" + basis,
-        ideal="efficiency")
-    # Real-time factor stacked by phase, one panel per mode (beNNch-plot style).
-    f, axes = plt.subplots(1, max(1, len(modes)), figsize=(5 * max(1, len(modes)), 3.5), squeeze=False)
-    for ax, mode in zip(axes[0], modes or ["-"]):
-        rs = [r for r in agg if r["mode"] == mode]
-        x = [str(r["ranks"]) for r in rs]
-        bottom = [0.0] * len(rs)
-        for ph in phases:
-            y = [0.0 if math.isnan(r.get(f"rtf_{ph}", math.nan)) else r.get(f"rtf_{ph}", 0.0) for r in rs]
-            ax.bar(x, y, bottom=bottom, label=ph)
-            bottom = [b + yy for b, yy in zip(bottom, y)]
-        ax.set_xlabel("MPI ranks")
-        ax.set_ylabel("real-time factor (wall / model time)")
-        ax.set_title(f"{mode}: real-time factor by phase (propagation)")
-        if phases:
-            ax.legend(fontsize="small")
-    f.tight_layout()
-    p = outdir / "rtf_phases.png"
-    f.savefig(p, dpi=100)
-    plt.close(f)
-    paths.append(p)
-    return paths
-
-
 def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None = None) -> Path:
     sts = {s.unit: s for s in status(run_dir, watcher=watcher)}
     rows: list[dict[str, Any]] = []
@@ -406,12 +284,19 @@ def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None
     res = run_dir / "results"
     res.mkdir(parents=True, exist_ok=True)
     write_csv(res / "members.csv", rows)
-    agg = aggregate(rows, man.get("scaling", "strong"))
+    scaling = man.get("scaling", "strong")
+    agg = S.aggregate(rows, scaling)
+    ratios = S.mode_ratios(agg)
+    meta = S.figure_meta(rows, agg, site=man.get("site", ""), scaling=scaling)
     write_csv(res / "scaling.csv", agg)
-    pngs = plot(agg, res, man.get("scaling", "strong")) if agg else []
+    if ratios:
+        write_csv(res / "mode_ratio.csv", ratios)
+    write_atomic(res / "scaling.md", S.markdown(agg, ratios, scaling=scaling, meta=meta))
+    pngs = S.plot(agg, res, scaling, meta=meta) if agg else []
     # The study's state is its members' state: the collect job running this is not a member (counting
     # it made every summary say RUNNING).
     member_sts = [s for s in sts.values() if s.unit != "collect"]
     write_json(res / "summary.json", {"state": overall(member_sts).value, "scaling": man.get("scaling"),
-                                      "members": len(rows), "aggregated": agg, "plots": [p.name for p in pngs]})
+                                      "members": len(rows), "aggregated": agg, "bsp_over_async": ratios, "meta": meta,
+                                      "plots": [p.name for p in pngs]})
     return res

@@ -11,7 +11,8 @@ import pytest
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.runs import SubmitOptions, collect, write_json
 from cluster_sim.deploy.sites import load_site
-from cluster_sim.deploy.study import aggregate, load_study, submit_study
+from cluster_sim.analysis.scaling import aggregate
+from cluster_sim.deploy.study import load_study, submit_study
 from cluster_sim.deploy.sweep import load_sweep, submit_sweep
 from cluster_sim.errors import ConfigError
 
@@ -150,7 +151,7 @@ def test_bad_study_files(tmp_path, text, match):
 
 
 def test_aggregate_and_plots(tmp_path):
-    from cluster_sim.deploy.study import plot
+    from cluster_sim.analysis.scaling import plot
 
     rows = []
     for ranks, wall in ((1, 8.0), (2, 4.4), (4, 2.5)):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster_sim.analysis import scaling as S
-from cluster_sim.deploy.runs import flat_row
+from cluster_sim.deploy.results import flat_row
 
 ROOT = Path(__file__).resolve().parents[1]
 

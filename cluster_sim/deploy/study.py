@@ -30,8 +30,6 @@ statistics and plots are :mod:`cluster_sim.analysis.scaling`'s.
 """
 from __future__ import annotations
 
-import shutil
-import tomllib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,16 +37,13 @@ from typing import Any
 from cluster_sim.analysis import scaling as S
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.spec_check import Variant, check_all
-from cluster_sim.deploy.runs import (MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, sbatch_into, status,
-                                     write_atomic, write_csv, write_json)
+from cluster_sim.deploy.folder import (RunFolder, SubmitOptions, Submitted, check_spec_file, overall, safe_name,
+                                       write_atomic, write_json)
+from cluster_sim.deploy.results import flat_row, read_run_json, write_csv
 from cluster_sim.deploy.slurm import Runner, Watcher, _run
+from cluster_sim.deploy.spec_check import Variant, check_all
+from cluster_sim.deploy.tables import TomlTable
 from cluster_sim.errors import ConfigError
-
-STUDY_KEYS = ("name", "job", "scaling", "nodes", "ranks_per_node", "gpus_per_node", "modes", "seeds", "seed_key",
-              "repetitions", "time", "duration_ms", "checkpoint_every_ms", "serialize", "exclusive", "partition",
-              "account", "set", "weak")
 
 
 @dataclass(frozen=True)
@@ -106,63 +101,37 @@ class Study:
         return out
 
 
-def _int_list(path: Path, key: str, val: Any) -> tuple[int, ...]:
-    if isinstance(val, int) and not isinstance(val, bool):
-        val = [val]
-    if not isinstance(val, list) or not val:
-        raise ConfigError(f"study file {path}: {key}", val, "must be a non-empty list of integers", "e.g. [1, 2, 4]")
-    return tuple(v.positive_int(f"study file {path}: {key}", x, minimum=0 if key == "seeds" else 1) for x in val)
-
-
 def load_study(path: Path) -> Study:
-    path = Path(path)
-    try:
-        d = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError("study file", str(path), f"cannot be read: {e}", "check the path") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("study file", str(path), f"is not valid TOML: {e}", "fix the syntax") from e
-    unknown = sorted(set(d) - set(STUDY_KEYS))
-    if unknown:
-        raise ConfigError(f"study file {path}", unknown[0], "unknown key", f"valid keys: {', '.join(STUDY_KEYS)}")
-    if not isinstance(d.get("job"), str):
-        raise ConfigError(f"study file {path}: job", d.get("job"), "is missing or not a string",
-                          'add job = "path/to/job.toml" (relative to the study file)')
-    scaling = d.get("scaling", "strong")
-    if scaling not in ("strong", "weak"):
-        raise ConfigError(f"study file {path}: scaling", scaling, "must be 'strong' or 'weak'", "")
-    modes = d.get("modes", ["bsp"])
+    t = TomlTable.read(Path(path), "study file")
+    job = t.path("job")
+    scaling = t.string("scaling", "strong", choices=S.SCALINGS)
+    modes = t.raw("modes", ["bsp"])
     if not isinstance(modes, list) or not modes or any(m not in R.MODES for m in modes):
-        raise ConfigError(f"study file {path}: modes", modes, f"must be a non-empty list from {list(R.MODES)}", "")
-    seeds = _int_list(path, "seeds", d["seeds"]) if "seeds" in d else ()
-    seed_key = d.get("seed_key", "")
+        raise ConfigError(t.key("modes"), modes, f"must be a non-empty list from {list(R.MODES)}",
+                          'write modes = ["bsp", "async"]')
+    seeds = t.int_list("seeds", [], lo=0) if t.has("seeds") else ()
+    t.raw("seeds", None)
+    seed_key = t.string("seed_key", "")
     if seeds:
-        v.set_key(f"study file {path}: seed_key", seed_key)
-    weak: list[tuple[str, int]] = []
-    for k, base in d.get("weak", {}).items():
-        v.set_key(f"study file {path}: weak", k)
-        weak.append((k, v.positive_int(f"study file {path}: weak.{k}", base)))
+        v.set_key(t.key("seed_key"), seed_key)
+    wt = t.sub("weak")
+    weak = tuple((v.set_key(wt.key(k), k), wt.integer(k)) for k in list(wt.data))
+    wt.finish()
     if scaling == "weak" and not weak:
-        raise ConfigError(f"study file {path}: weak", {}, "weak scaling needs population counts to scale",
+        raise ConfigError(t.key("weak"), {}, "weak scaling needs population counts to scale",
                           '[weak]\n"network.populations.E.n" = 800   # per rank')
-    fixed = tuple((v.set_key("set", k), v.set_value(f"set.{k}", x)) for k, x in d.get("set", {}).items())
-    name = d.get("name") or safe_name(path.stem)
-    v.name(f"study file {path}: name", name)
-    for key in ("duration_ms", "checkpoint_every_ms"):
-        x = d.get(key)
-        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0):
-            raise ConfigError(f"study file {path}: {key}", x, "must be a positive number", "")
-    return Study(
-        name=name, job=(path.parent / d["job"]).resolve(), scaling=scaling,
-        nodes=_int_list(path, "nodes", d.get("nodes", [1])),
-        ranks_per_node=_int_list(path, "ranks_per_node", d.get("ranks_per_node", [1])),
-        gpus_per_node=v.positive_int(f"study file {path}: gpus_per_node", d.get("gpus_per_node", 0), minimum=0),
-        modes=tuple(modes), seeds=seeds, seed_key=seed_key,
-        repetitions=v.positive_int(f"study file {path}: repetitions", d.get("repetitions", 1)),
-        time=v.time_limit(f"study file {path}: time", d.get("time", "01:00:00")),
-        duration_ms=d.get("duration_ms"), checkpoint_every_ms=d.get("checkpoint_every_ms"),
-        serialize=bool(d.get("serialize", True)), exclusive=bool(d.get("exclusive", True)),
-        partition=d.get("partition", ""), account=d.get("account", ""), fixed=fixed, weak=tuple(weak))
+    name = t.string("name", "") or safe_name(Path(path).stem)
+    v.name(t.key("name"), name)
+    st = Study(
+        name=name, job=job, scaling=scaling, nodes=t.int_list("nodes", [1]),
+        ranks_per_node=t.int_list("ranks_per_node", [1]), gpus_per_node=t.integer("gpus_per_node", 0, lo=0, hi=64),
+        modes=tuple(modes), seeds=seeds, seed_key=seed_key, repetitions=t.integer("repetitions", 1),
+        time=v.time_limit(t.key("time"), t.raw("time", "01:00:00")),
+        duration_ms=t.positive_number("duration_ms"), checkpoint_every_ms=t.positive_number("checkpoint_every_ms"),
+        serialize=t.boolean("serialize", True), exclusive=t.boolean("exclusive", True),
+        partition=t.string("partition", ""), account=t.string("account", ""), fixed=t.sets("set"), weak=weak)
+    t.finish()
+    return st
 
 
 def _member_resources(st: Study, m: Member, opts: SubmitOptions, dependency: str) -> R.JobResources:
@@ -220,9 +189,9 @@ def _dry_run(st: Study, members: list[Member], opts: SubmitOptions, run_dir: Pat
 
 def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False, runner: Runner = _run) -> Submitted:
     st = load_study(study_file)
-    spec = load_spec(st.job)
+    spec = check_spec_file(st.job)
     members = st.members()
-    run_dir, uid = new_run_dir(opts.runs_dir, opts.name or st.name)
+    folder = StudyFolder.new(opts.runs_dir, opts.name or st.name)
     for m in members:  # every member's resources are valid before anything is written or checked
         _member_resources(st, m, opts, "")
     if opts.validate and not opts.payload:
@@ -230,44 +199,40 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
         check_all(spec, [Variant(f"study member {m.name}", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
                                  m.mode, m.ranks) for m in members])
     if dry_run:
-        return Submitted(run_dir, _dry_run(st, members, opts, run_dir, uid), [], True)
-    run_dir.mkdir(parents=True)
-    (run_dir / "logs").mkdir()
-    shutil.copy2(spec, run_dir / "job.toml")
-    shutil.copy2(study_file, run_dir / "study.toml")
-    man: dict[str, Any] = {
-        "schema": SCHEMA, "kind": "study", "name": st.name, "uuid": uid, "run_dir": str(run_dir),
-        "created_utc": now_utc(), "site": opts.site.name, "spec_source": str(spec), "spec": "job.toml",
-        "study": "study.toml", "scaling": st.scaling, "payload": list(opts.payload),
-        "members": [asdict(m) for m in members], "jobs": [], "units": []}
-    write_json(run_dir / MANIFEST, man)
+        return Submitted(folder.path, _dry_run(st, members, opts, folder.path, folder.uuid), [], True)
+    folder.create(spec, site=opts.site.name, files={"study.toml": Path(study_file)},
+                  dirs=[f"members/{m.name}/logs" for m in members], study="study.toml", scaling=st.scaling,
+                  payload=list(opts.payload), members=[asdict(m) for m in members])
     prev = ""
-    queued: list[str] = []
     texts: list[str] = []
     for m in members:  # each member rendered once, with the real id of the one before it
-        mdir = run_dir / "members" / m.name
-        (mdir / "logs").mkdir(parents=True)
-        text = _member_script(st, m, opts, run_dir, uid, _dependency(st, prev), True)
+        text = _member_script(st, m, opts, folder.path, folder.uuid, _dependency(st, prev), True)
         texts.append(f"# ===== member {m.name} =====\n{text}")
-        write_atomic(mdir / "job.sbatch", text)
-        jid = sbatch_into(run_dir, mdir / "job.sbatch", queued, runner=runner)
-        prev = jid
-        man["jobs"].append({"job_id": jid, "role": "member", "member": m.name, "script": f"members/{m.name}/job.sbatch"})
-        man["units"].append({"unit": m.name, "dir": f"members/{m.name}", "job": jid})
-        write_json(run_dir / MANIFEST, man)
-    ctext = _collect_script(st, opts, run_dir, uid, [j["job_id"] for j in man["jobs"]], True)
-    write_atomic(run_dir / "collect.sbatch", ctext)
-    cid = sbatch_into(run_dir, run_dir / "collect.sbatch", queued, runner=runner)
-    man["jobs"].append({"job_id": cid, "role": "collect", "script": "collect.sbatch"})
-    man["units"].append({"unit": "collect", "dir": "collect", "job": cid})
-    write_json(run_dir / MANIFEST, man)
-    write_atomic(run_dir / "job_id", "\n".join(j["job_id"] for j in man["jobs"]) + "\n")
-    return Submitted(run_dir, "".join(texts) + f"# ===== collect =====\n{ctext}", [j["job_id"] for j in man["jobs"]],
-                     False)
+        script = f"members/{m.name}/job.sbatch"
+        folder.write_text(script, text)
+        prev = folder.submit(script, role="member", unit=m.name, unit_dir=f"members/{m.name}", runner=runner,
+                             member=m.name)
+    member_ids = [j["job_id"] for j in folder.manifest["jobs"]]
+    ctext = _collect_script(st, opts, folder.path, folder.uuid, member_ids, True)
+    folder.write_text("collect.sbatch", ctext)
+    folder.submit("collect.sbatch", role="collect", unit="collect", unit_dir="collect", runner=runner)
+    return Submitted(folder.path, "".join(texts) + f"# ===== collect =====\n{ctext}",
+                     [j["job_id"] for j in folder.manifest["jobs"]], False)
 
 
-def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None = None) -> Path:
-    sts = {s.unit: s for s in status(run_dir, watcher=watcher)}
+class StudyFolder(RunFolder):
+    """A study's run folder: one job per member under ``members/<name>/`` and a collect job."""
+
+    kind = "study"
+
+    def collect(self, *, watcher: Watcher | None = None) -> Path:
+        """Member rows, aggregated scaling tables, the BSP/async table and plots into ``results/``."""
+        return _collect_study(self, watcher)
+
+
+def _collect_study(folder: StudyFolder, watcher: Watcher | None) -> Path:
+    run_dir, man = folder.path, folder.manifest
+    sts = {s.unit: s for s in folder.status(watcher=watcher)}
     rows: list[dict[str, Any]] = []
     for m in man["members"]:
         st = sts.get(m["name"])

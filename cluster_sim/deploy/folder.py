@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
+from cluster_sim.deploy.results import csv_text, flat_row, read_run_json
 from cluster_sim.deploy.sites import SiteProfile
 from cluster_sim.deploy.slurm import JobInfo, JobState, Runner, Watcher, _run, sbatch, scancel
 from cluster_sim.errors import ConfigError, JobFailedError, SubmissionError
@@ -376,8 +377,6 @@ class RunFolder:
     # -- results ----------------------------------------------------------------------------
     def collect(self, *, watcher: Watcher | None = None) -> Path:
         """Gather the run's ``run.json`` and timers into ``results/summary.{csv,json}``."""
-        from cluster_sim.deploy.results import flat_row, read_run_json, write_csv
-
         if self.manifest.get("kind") != self.kind:
             raise ConfigError("run folder", str(self.path), f"is a {self.manifest.get('kind')!r} folder, not a "
                               f"{self.kind!r} one", "open it with cluster_sim.deploy.runs.open_run(path)")
@@ -386,7 +385,7 @@ class RunFolder:
         run = read_run_json(self.path / "out")
         row = {"unit": "run", "job_id": sts[0].job_id if sts else "", "state": overall(sts).value,
                "restarts": sts[0].restarts if sts else "", **flat_row(run)}
-        write_csv(res / "summary.csv", [row])
+        write_atomic(res / "summary.csv", csv_text([row]))
         prov = self.path / "provenance"
         write_json(res / "summary.json", {"manifest": self.manifest, "state": overall(sts).value, "run": run,
                                           "provenance": sorted(str(p.relative_to(self.path)) for p in prov.rglob("*")

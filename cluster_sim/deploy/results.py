@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from cluster_sim.analysis.scaling import CONSTRUCTION_PHASES
-from cluster_sim.deploy.folder import write_atomic
 
 
 def read_run_json(out_dir: Path) -> dict[str, Any] | None:
@@ -55,7 +54,8 @@ def flat_row(run: dict[str, Any] | None) -> dict[str, Any]:
     return row
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV text; the columns are the union of the rows' keys, in first-seen order."""
     cols: list[str] = []
     for r in rows:
         for k in r:
@@ -66,4 +66,4 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: r.get(k, "") for k in cols})
-    write_atomic(path, buf.getvalue())
+    return buf.getvalue()

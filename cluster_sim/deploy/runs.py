@@ -46,10 +46,7 @@ def submit_run(spec: Path, opts: SubmitOptions, *, dry_run: bool = False, runner
         from cluster_sim.deploy.spec_check import Variant, check_all
 
         check_all(spec, [Variant("run", opts.sets, opts.duration_ms, opts.mode, opts.resources.ranks)])
-    res = opts.resources
-    warnings = short_time_warnings(spec, time=res.time, requeue=res.requeue, checkpoint_every_ms=opts.checkpoint_every_ms,
-                                   signal_seconds=res.signal_seconds if res.signal_seconds is not None
-                                   else opts.site.signal_seconds, runs_dir=opts.runs_dir)
+    warnings = short_time_warnings(spec, opts.resources, opts.site, opts.checkpoint_every_ms, opts.runs_dir)
     if dry_run:
         return Submitted(folder.path, rendered.text, [], True, warnings)
     folder.create(spec, site=opts.site.name, script="job.sbatch", resources=asdict(opts.resources),

@@ -39,10 +39,11 @@ from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.folder import (RunFolder, SubmitOptions, Submitted, check_spec_file, overall, safe_name,
                                        write_atomic, write_json)
-from cluster_sim.deploy.results import flat_row, read_run_json, write_csv
+from cluster_sim.deploy.results import csv_text, flat_row, read_run_json
 from cluster_sim.deploy.slurm import Runner, Watcher, _run
 from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.tables import TomlTable
+from cluster_sim.deploy.timelimit import short_time_warnings
 from cluster_sim.errors import ConfigError
 
 
@@ -198,8 +199,11 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
         # each member with its own --set values, mode and rank count
         check_all(spec, [Variant(f"study member {m.name}", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
                                  m.mode, m.ranks) for m in members])
+    # one warning for the study: its members share the time limit and checkpoint interval
+    warnings = short_time_warnings(spec, _member_resources(st, members[0], opts, ""), opts.site,
+                                   st.checkpoint_every_ms or opts.checkpoint_every_ms, opts.runs_dir) if members else []
     if dry_run:
-        return Submitted(folder.path, _dry_run(st, members, opts, folder.path, folder.uuid), [], True)
+        return Submitted(folder.path, _dry_run(st, members, opts, folder.path, folder.uuid), [], True, warnings)
     folder.create(spec, site=opts.site.name, files={"study.toml": Path(study_file)},
                   dirs=[f"members/{m.name}/logs" for m in members], study="study.toml", scaling=st.scaling,
                   payload=list(opts.payload), members=[asdict(m) for m in members])
@@ -217,7 +221,7 @@ def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False
     folder.write_text("collect.sbatch", ctext)
     folder.submit("collect.sbatch", role="collect", unit="collect", unit_dir="collect", runner=runner)
     return Submitted(folder.path, "".join(texts) + f"# ===== collect =====\n{ctext}",
-                     [j["job_id"] for j in folder.manifest["jobs"]], False)
+                     [j["job_id"] for j in folder.manifest["jobs"]], False, warnings)
 
 
 class StudyFolder(RunFolder):
@@ -248,14 +252,14 @@ def _collect_study(folder: StudyFolder, watcher: Watcher | None) -> Path:
         rows.append(row)
     res = run_dir / "results"
     res.mkdir(parents=True, exist_ok=True)
-    write_csv(res / "members.csv", rows)
+    write_atomic(res / "members.csv", csv_text(rows))
     scaling = man.get("scaling", "strong")
     agg = S.aggregate(rows, scaling)
     ratios = S.mode_ratios(agg)
     meta = S.figure_meta(rows, agg, site=man.get("site", ""), scaling=scaling)
-    write_csv(res / "scaling.csv", agg)
+    write_atomic(res / "scaling.csv", csv_text(agg))
     if ratios:
-        write_csv(res / "mode_ratio.csv", ratios)
+        write_atomic(res / "mode_ratio.csv", csv_text(ratios))
     write_atomic(res / "scaling.md", S.markdown(agg, ratios, scaling=scaling, meta=meta))
     pngs = S.plot(agg, res, scaling, meta=meta) if agg else []
     # The study's state is its members' state: the collect job running this is not a member (counting

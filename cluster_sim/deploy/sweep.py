@@ -32,11 +32,12 @@ from typing import Any
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.folder import (RunFolder, SubmitOptions, Submitted, check_spec_file, overall, safe_name,
-                                       write_json)
-from cluster_sim.deploy.results import flat_row, read_run_json, write_csv
+                                       write_atomic, write_json)
+from cluster_sim.deploy.results import csv_text, flat_row, read_run_json
 from cluster_sim.deploy.slurm import Runner, Watcher, _run
 from cluster_sim.deploy.spec_check import Variant, check_all
 from cluster_sim.deploy.tables import TomlTable, flatten
+from cluster_sim.deploy.timelimit import short_time_warnings
 from cluster_sim.errors import ConfigError
 
 RESOURCE_KEYS = ("nodes", "ranks_per_node", "gpus_per_node", "cpus_per_task", "time", "partition", "account")
@@ -118,7 +119,7 @@ class SweepFolder(RunFolder):
             row.update(flat_row(read_run_json(self.path / "tasks" / str(i) / "out")))
             rows.append(row)
         res = self.path / "results"
-        write_csv(res / "summary.csv", rows)
+        write_atomic(res / "summary.csv", csv_text(rows))
         write_json(res / "summary.json", {"state": overall(sts.values()).value, "n_tasks": len(tasks), "rows": rows})
         return res
 
@@ -143,8 +144,9 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
         # every task, not just task 0: one bad combination would otherwise fail hours later
         check_all(spec, [Variant(f"sweep task {i}", tuple(opts.sets) + tuple(t), opts.duration_ms, opts.mode, res.ranks)
                          for i, t in enumerate(tasks)])
+    warnings = short_time_warnings(spec, res, opts.site, opts.checkpoint_every_ms, opts.runs_dir)
     if dry_run:
-        return Submitted(folder.path, rendered.text, [], True)
+        return Submitted(folder.path, rendered.text, [], True, warnings)
     folder.create(spec, site=opts.site.name, files={"sweep.toml": Path(sweep_file)},
                   dirs=[f"tasks/{i}" for i in range(n)], sweep="sweep.toml", script="job.sbatch",
                   resources=asdict(res), run_args=R.run_args(cmd, res), n_tasks=n,
@@ -154,4 +156,4 @@ def submit_sweep(sweep_file: Path, opts: SubmitOptions, *, dry_run: bool = False
                                                           for i, t in enumerate(tasks)]}, indent=2, sort_keys=True) + "\n")
     folder.write_text("job.sbatch", rendered.text)
     job_id = folder.submit("job.sbatch", role="array", tasks=n, runner=runner)
-    return Submitted(folder.path, rendered.text, [job_id], False)
+    return Submitted(folder.path, rendered.text, [job_id], False, warnings)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 from cluster_sim.deploy import _validate as v
+from cluster_sim.deploy.render import JobResources
+from cluster_sim.deploy.sites import SiteProfile
 
 UNMEASURED_STARTUP_S = 60.0  # imports + XLA compile of a small network on one CPU core, rounded up
 _MAX_FOLDERS = 50  # the newest folders only: status-speed, not a survey of years of runs
@@ -93,14 +95,15 @@ def short_time_warning(time: str, signal_seconds: int, checkpoint_every_ms: floa
             f"Raise --time to at least {_hms(need + signal_seconds)} or lower --checkpoint-every/--signal-seconds.")
 
 
-def short_time_warnings(spec: Path, *, time: str, requeue: bool, signal_seconds: int,
-                        checkpoint_every_ms: float | None, runs_dir: Path) -> list[str]:
+def short_time_warnings(spec: Path, res: JobResources, site: SiteProfile, checkpoint_every_ms: float | None,
+                        runs_dir: Path) -> list[str]:
     """The warnings for one submission (none for a job that is not requeued: it never checkpoints
     to continue). ``checkpoint_every_ms`` None means the spec's own interval."""
-    if not requeue:
+    if not res.requeue:
         return []
     every = checkpoint_every_ms if checkpoint_every_ms is not None else spec_checkpoint_ms(spec)
-    w = short_time_warning(time, signal_seconds, every, measure(runs_dir, spec))
+    signal = res.signal_seconds if res.signal_seconds is not None else site.signal_seconds
+    w = short_time_warning(res.time, signal, every, measure(runs_dir, spec))
     return [w] if w else []
 
 

@@ -280,6 +280,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
     f = plt.figure(figsize=(5 * n, 4.2), layout="constrained")
     f.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
     axs = f.subplots(1, n, sharey=True, squeeze=False)[0]
+    top = 0.0
     for ax, mode in zip(axs, modes or ["-"]):
         rs = [r for r in agg if r["mode"] == mode]
         x = [str(r["ranks"]) for r in rs]
@@ -288,12 +289,15 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
             y = [r.get(f"rtf_{ph}", 0.0) if _ok(r.get(f"rtf_{ph}")) else 0.0 for r in rs]
             ax.bar(x, y, bottom=bottom, label=ph, color=PHASE_COLOURS[i % len(PHASE_COLOURS)])
             bottom = [b + yy for b, yy in zip(bottom, y)]
+        top = max([top, *bottom])
         ax.set_xlabel("MPI ranks")
         ax.text(0.02, 0.97, f"{mode}: real-time factor by phase", transform=ax.transAxes, ha="left", va="top",
                 fontsize=10, weight="bold", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
         ax.grid(True, axis="y", alpha=0.3)
         if phases:
             ax.legend(fontsize="small", loc="upper right")
+    # stacked bars stay on a linear axis (a log axis misstates stacked parts); headroom for the titles
+    axs[0].set_ylim(0, 1.3 * top if top > 0 else 1.0)
     axs[0].set_ylabel("wall / model time (propagation)")
     save(f, "rtf_phases")
     return paths

@@ -345,6 +345,10 @@ class RunFolder:
     def state(self, *, watcher: Watcher | None = None) -> JobState:
         return overall(self.status(watcher=watcher, tail_lines=0))
 
+    def done(self, *, watcher: Watcher | None = None) -> bool:
+        """Every unit has ended (in any state)."""
+        return not any(s.state.is_active for s in self.status(watcher=watcher, tail_lines=0))
+
     def wait(self, *, timeout_s: float = 3600.0, delay_s: float = 5.0, watcher: Watcher | None = None,
              settle_s: float = 1.0) -> list[UnitStatus]:
         """Block until every unit has ended, or ``timeout_s``.

@@ -56,9 +56,11 @@ def test_job_shape_submit_status_wait_cancel_collect(tmp_path, spec):
     w = Watcher(runner=slurm)
     slurm.states = {jid: "PENDING"}
     assert f.status(watcher=w)[0].state is JobState.PENDING and f.status(watcher=w)[0].exit_code is None
+    assert not f.done(watcher=w)
     slurm.states = {jid: "COMPLETED"}
     sts = f.wait(watcher=w, timeout_s=30, delay_s=0.01, settle_s=0.01)
     assert [s.state for s in sts] == [JobState.COMPLETED] and f.state(watcher=w) is JobState.COMPLETED
+    assert f.done(watcher=w)
     write_json(f.path / "out" / "run.json", {"n_spikes": 7, "wall_seconds": 2.0, "simulated_ms": 100.0,
                                              "rates_hz": {"E": 3.5}})
     reopened = open_run(f.path)

@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cluster_sim.analysis.scaling import CONSTRUCTION_PHASES
-
 
 def read_run_json(out_dir: Path) -> dict[str, Any] | None:
     p = out_dir / "run.json"
@@ -25,6 +23,9 @@ SCALAR_KEYS = ("n_neurons", "n_synapses", "n_spikes", "simulated_ms", "wall_seco
 
 def flat_row(run: dict[str, Any] | None) -> dict[str, Any]:
     """run.json -> flat CSV row: the scalar keys plus ``phase_<name>`` seconds and real-time factors."""
+    # imported here, not at the top: `cluster-sim status` imports this module and must stay fast
+    from cluster_sim.analysis.scaling import CONSTRUCTION_PHASES
+
     row: dict[str, Any] = {k: "" for k in SCALAR_KEYS}
     if not run:
         return row

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cluster_sim.analysis import scaling as S
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
 from cluster_sim.deploy.folder import (RunFolder, SubmitOptions, Submitted, check_spec_file, overall, safe_name,
@@ -105,7 +104,7 @@ class Study:
 def load_study(path: Path) -> Study:
     t = TomlTable.read(Path(path), "study file")
     job = t.path("job")
-    scaling = t.string("scaling", "strong", choices=S.SCALINGS)
+    scaling = t.string("scaling", "strong", choices=("strong", "weak"))
     modes = t.raw("modes", ["bsp"])
     if not isinstance(modes, list) or not modes or any(m not in R.MODES for m in modes):
         raise ConfigError(t.key("modes"), modes, f"must be a non-empty list from {list(R.MODES)}",
@@ -235,6 +234,7 @@ class StudyFolder(RunFolder):
 
 
 def _collect_study(folder: StudyFolder, watcher: Watcher | None) -> Path:
+    from cluster_sim.analysis import scaling as S  # numpy: only when collecting, never for status
     run_dir, man = folder.path, folder.manifest
     sts = {s.unit: s for s in folder.status(watcher=watcher)}
     rows: list[dict[str, Any]] = []

@@ -104,8 +104,9 @@ def main() -> None:
                     samples[ranks].append(run(ranks, n, duration, Path(tmp) / f"{kind}{ranks}_{rep}"))
             rows[kind] = summarise(samples, kind)
             agg = S.aggregate(member_rows(samples), kind)
-            meta = S.figure_meta(member_rows(samples), agg, site=f"local ({_cpu_model()})", scaling=kind)
-            plots += S.plot(agg, _folder(RESULTS / f"scaling-{kind}"), kind, meta=meta + f"; median of {repeats}")
+            meta = S.figure_meta(member_rows(samples), agg, site=f"local ({_cpu_model()})", scaling=kind,
+                                 statistic=f"median of {repeats}")
+            plots += S.plot(agg, _folder(RESULTS / f"scaling-{kind}"), kind, meta=meta)
     print(f"\nCOBAHH scaling, exp-Euler dt 0.1 ms, delay 1 ms, {duration:g} ms, alltoall exchange, median of {repeats}"
           "\n(weak scaling: scaled speedup = ranks x t1 / tN, efficiency = t1 / tN; cluster_sim.analysis.scaling)\n")
     print("| scaling | ranks | neurons | synapses | run s | speedup | efficiency | exchange+wait % | integrate | wait | exchange | deliver | io | load balance |")

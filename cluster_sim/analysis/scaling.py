@@ -15,6 +15,7 @@ In both cases ``E = S * n0 / n``, and ideal scaling is ``S = n / n0``, ``E = 1``
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -128,7 +129,7 @@ def mode_ratios(agg: Sequence[Mapping[str, Any]], a: str = "bsp", b: str = "asyn
 
 
 def figure_meta(rows: Sequence[Mapping[str, Any]], agg: Sequence[Mapping[str, Any]], *, site: str = "",
-                scaling: str = "strong") -> str:
+                scaling: str = "strong", statistic: str = "mean ± std") -> str:
     """One line for every figure: network size, simulated duration, site and repetitions."""
     neurons = sorted({int(x) for x in _floats(rows, "n_neurons")})
     size = ("N = " + (f"{neurons[0]:,}" if len(neurons) == 1 else f"{neurons[0]:,}..{neurons[-1]:,}")) if neurons \
@@ -140,7 +141,7 @@ def figure_meta(rows: Sequence[Mapping[str, Any]], agg: Sequence[Mapping[str, An
            f"{durations[0]:g}..{durations[-1]:g} ms simulated") if durations else "duration ?"
     samples = sorted({int(r["samples"]) for r in agg})
     reps = (f"{samples[0]}" if len(samples) == 1 else f"{samples[0]}..{samples[-1]}") if samples else "0"
-    return f"{size}, {dur}, site {site or '?'}, {reps} run(s) per point (mean ± std)"
+    return f"{size}, {dur}, site {site or '?'}, {reps} run(s) per point ({statistic})"
 
 
 def markdown(agg: Sequence[Mapping[str, Any]], ratios: Sequence[Mapping[str, Any]], *, scaling: str, meta: str) -> str:
@@ -197,6 +198,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
     xs = sorted({r["ranks"] for r in agg})
     has_prop = any(_ok(r.get("propagation_mean_s")) for r in agg)
     ratios = mode_ratios(agg)
+    strip = 0.04 * max(1, math.ceil(len(meta) / (6.4 * 15)))  # room for the wrapped context line(s)
 
     def frame(ax: Any, title: str, ylabel: str, ys: Iterable[float]) -> None:
         ax.set_xlabel("MPI ranks")
@@ -214,8 +216,9 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
         ax.margins(y=0.25)  # headroom for the title and legend above the curves
 
     def save(f: Any, name: str) -> None:
-        if meta:
-            f.text(0.5, 0.005, meta, ha="center", va="bottom", fontsize=8, color="#333333")
+        if meta:  # wrapped to the figure's width, in the strip the layout keeps free at the bottom
+            f.text(0.5, 0.005, textwrap.fill(meta, int(f.get_figwidth() * 15)), ha="center", va="bottom",
+                   fontsize=8, color="#333333")
         p = outdir / f"{name}.png"
         f.savefig(p, dpi=100)
         plt.close(f)
@@ -223,7 +226,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
 
     # absolute wall time: every mode on the same axes; BSP/async ratio below
     f = plt.figure(figsize=(6.4, 5.6 if ratios else 4.2), layout="constrained")
-    f.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))
     axes = f.subplots(2, 1, sharex=True, height_ratios=(3, 1.3)) if ratios else [f.subplots()]
     ax = axes[0]
     ys: list[float] = []
@@ -257,7 +260,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
     basis = "_propagation" if has_prop else ""
     for key, label in (("speedup", "speedup"), ("efficiency", "parallel efficiency")):
         f = plt.figure(figsize=(6.4, 4.2), layout="constrained")
-        f.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+        f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))
         ax = f.subplots()
         ys = []
         for mode in modes:
@@ -278,7 +281,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
     phases = sorted({k[4:] for r in agg for k in r if k.startswith("rtf_")} - set(CONSTRUCTION_PHASES))
     n = max(1, len(modes))
     f = plt.figure(figsize=(5 * n, 4.2), layout="constrained")
-    f.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))
     axs = f.subplots(1, n, sharey=True, squeeze=False)[0]
     top = 0.0
     for ax, mode in zip(axs, modes or ["-"]):

@@ -4,7 +4,8 @@
     python benchmarks/scaling.py --quick    # 200 ms, smaller networks (smoke test)
 
 Prints a Markdown table (wall of the run phase, speedup, parallel efficiency, exchange share,
-time per phase, load balance) and writes benchmarks/results/scaling.{json,png}. Weak scaling
+time per phase, load balance) and writes benchmarks/results/scaling.json and the scaling study's
+plots (cluster_sim.analysis.scaling) under benchmarks/results/scaling-{strong,weak}/. Weak scaling
 keeps 2% connectivity between 8000·ranks neurons, so synapses per neuron grow with the network,
 like the classic benchmark; the spike-exchange volume grows with it.
 """
@@ -12,39 +13,71 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cluster_sim.analysis import scaling as S  # noqa: E402  (the study's statistics and plots)
+from cluster_sim.deploy import local  # noqa: E402  (the project's one mpiexec runner)
+
 RESULTS = ROOT / "benchmarks" / "results"
 RUN_PHASES = ("integrate", "wait", "exchange", "deliver", "io")
-
-
-def _mpiexec() -> str:
-    beside = Path(sys.executable).with_name("mpiexec")
-    return str(beside) if beside.exists() else (shutil.which("mpiexec") or "mpiexec")
 
 
 def run(ranks: int, n_total: int, duration_ms: float, out: Path, exchange: str = "alltoall") -> dict:
     e, i = int(n_total * 0.8), n_total - int(n_total * 0.8)
     args = ["run", str(ROOT / "jobs/cobahh.toml"), "--out", str(out), "-q", "--overwrite", f"--duration={duration_ms}",
             f"--set=populations.E.count={e}", f"--set=populations.I.count={i}", f'--set=engine.exchange="{exchange}"']
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    if ranks == 1:
-        cmd = [sys.executable, "-m", "cluster_sim.cli", *args]
-    else:
-        cmd = [_mpiexec(), "--oversubscribe", "--bind-to", "core", "-n", str(ranks), sys.executable, "-m", "cluster_sim.cli", *args]
-    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+    cp = local.run_cli(ranks, args, cwd=ROOT, launcher_args=["--bind-to", "core"])
+    if cp.returncode != 0:
+        raise subprocess.CalledProcessError(cp.returncode, cp.args, cp.stdout, cp.stderr)
     info = json.loads((out / "run.json").read_text())
     per_rank = info["per_rank"]
     run_s = max(sum(r[p] for p in RUN_PHASES) for r in per_rank)
-    return {"ranks": ranks, "neurons": n_total, "synapses": info["n_synapses"], "rate_hz": sum(info["rates_hz"].values()) / 2,
+    return {"ranks": ranks, "neurons": n_total, "synapses": info["n_synapses"], "rates_hz": info["rates_hz"],
+            "rate_hz": sum(info["rates_hz"].values()) / len(info["rates_hz"]), "simulated_ms": info["simulated_ms"],
             "run_s": run_s, "phases": {p: max(r[p] for r in per_rank) for p in RUN_PHASES},
             "startup_s": info["phases"]["startup"], "build_s": info["phases"]["build"], "load_balance": info["load_balance"]}
+
+
+def member_rows(samples: dict[int, list[dict]]) -> list[dict]:
+    """The median run (by run phase) per rank count, as the rows a scaling study aggregates."""
+    medians = {ranks: sorted(runs, key=lambda r: r["run_s"])[len(runs) // 2] for ranks, runs in samples.items()}
+    return [{"mode": "bsp", "nodes": 1, "ranks_per_node": ranks, "state": "COMPLETED", "wall_seconds": r["run_s"],
+             "simulated_ms": r["simulated_ms"], "n_neurons": r["neurons"],
+             **{f"rate_hz_{p}": hz for p, hz in r["rates_hz"].items()},
+             **{f"phase_{p}": sec for p, sec in r["phases"].items()}} for ranks, r in sorted(medians.items())]
+
+
+def summarise(samples: dict[int, list[dict]], kind: str) -> list[dict]:
+    """The median run per rank count, with speedup and efficiency from
+    :func:`cluster_sim.analysis.scaling.aggregate`, exactly as a scaling study computes them."""
+    medians = {ranks: sorted(runs, key=lambda r: r["run_s"])[len(runs) // 2] for ranks, runs in samples.items()}
+    agg = {a["ranks"]: a for a in S.aggregate(member_rows(samples), kind)}
+    out = []
+    for ranks, r in sorted(medians.items()):
+        r = dict(r, speedup=agg[ranks]["speedup"], efficiency=agg[ranks]["efficiency"],
+                 spread_s=statistics.pstdev([x["run_s"] for x in samples[ranks]]), samples=len(samples[ranks]))
+        out.append(r)
+    return out
+
+
+def _folder(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return "CPU ?"
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "CPU ?")
 
 
 def main() -> None:
@@ -60,7 +93,8 @@ def main() -> None:
     n_strong = 4000 if args.quick else 16000
     per_rank_weak = 2000 if args.quick else 8000
     repeats = 1 if args.quick else args.repeats
-    rows: dict[str, list[dict]] = {"strong": [], "weak": []}
+    rows: dict[str, list[dict]] = {}
+    plots: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("strong", "weak"):
             samples: dict[int, list[dict]] = {1: [], 2: []}
@@ -68,38 +102,31 @@ def main() -> None:
                 for ranks in (1, 2):
                     n = n_strong if kind == "strong" else per_rank_weak * ranks
                     samples[ranks].append(run(ranks, n, duration, Path(tmp) / f"{kind}{ranks}_{rep}"))
-            for ranks, runs in samples.items():
-                runs.sort(key=lambda r: r["run_s"])
-                rows[kind].append(runs[len(runs) // 2])  # median by run time
-    base = {k: v[0]["run_s"] for k, v in rows.items()}
-    print(f"\nCOBAHH scaling, exp-Euler dt 0.1 ms, delay 1 ms, {duration:g} ms, alltoall exchange, median of {repeats}\n")
+            rows[kind] = summarise(samples, kind)
+            agg = S.aggregate(member_rows(samples), kind)
+            meta = S.figure_meta(member_rows(samples), agg, site=f"local ({_cpu_model()})", scaling=kind,
+                                 statistic=f"median of {repeats}")
+            plots += S.plot(agg, _folder(RESULTS / f"scaling-{kind}"), kind, meta=meta)
+    print(f"\nCOBAHH scaling, exp-Euler dt 0.1 ms, delay 1 ms, {duration:g} ms, alltoall exchange, median of {repeats}"
+          "\n(weak scaling: scaled speedup = ranks x t1 / tN, efficiency = t1 / tN; cluster_sim.analysis.scaling)\n")
     print("| scaling | ranks | neurons | synapses | run s | speedup | efficiency | exchange+wait % | integrate | wait | exchange | deliver | io | load balance |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kind, rs in rows.items():
         for r in rs:
-            if kind == "strong":
-                r["speedup"] = base[kind] / r["run_s"]
-                r["efficiency"] = r["speedup"] / r["ranks"]
-            else:
-                r["speedup"] = base[kind] / r["run_s"] * r["ranks"]
-                r["efficiency"] = base[kind] / r["run_s"]
             comm = 100 * (r["phases"]["exchange"] + r["phases"]["wait"]) / r["run_s"]
             r["comm_share"] = comm
             ph = r["phases"]
             print(f"| {kind} | {r['ranks']} | {r['neurons']} | {r['synapses']} | {r['run_s']:.2f} | {r['speedup']:.2f} | "
                   f"{r['efficiency']:.2f} | {comm:.1f} | {ph['integrate']:.2f} | {ph['wait']:.2f} | {ph['exchange']:.2f} | "
                   f"{ph['deliver']:.2f} | {ph['io']:.2f} | {r['load_balance']:.3f} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scaling.json").write_text(json.dumps(rows, indent=2))
-    _plot(rows, RESULTS / "scaling.png")
-    print(f"\nwritten {RESULTS / 'scaling.json'} and {RESULTS / 'scaling.png'}")
+    (_folder(RESULTS) / "scaling.json").write_text(json.dumps(rows, indent=2))
+    print(f"\nwritten {RESULTS / 'scaling.json'} and " + ", ".join(str(p.relative_to(ROOT)) for p in plots))
     exchange_table(n_strong, duration)
 
 
 def exchange_table(n_total: int, duration_ms: float) -> None:
     """ms per exchange and share of the run phase for each backend on 2 ranks (horovod only
     where it is installed: scripts/build_horovod.sh)."""
-    sys.path.insert(0, str(ROOT))
     from cluster_sim.engine.exchange import horovod_available
 
     backends = ["allgather", "alltoall"] + (["horovod"] if horovod_available() else [])
@@ -113,34 +140,6 @@ def exchange_table(n_total: int, duration_ms: float) -> None:
             ex, wait = r["phases"]["exchange"], r["phases"]["wait"]
             print(f"| {name} | {1000 * ex / intervals:.3f} | {100 * ex / r['run_s']:.1f} | "
                   f"{100 * (ex + wait) / r['run_s']:.1f} | {r['run_s']:.2f} |")
-
-
-def _plot(rows: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for kind, marker in (("strong", "o"), ("weak", "s")):
-        rs = rows[kind]
-        ranks = [r["ranks"] for r in rs]
-        axes[0].plot(ranks, [r["run_s"] for r in rs], marker=marker, label=kind)
-        axes[1].plot(ranks, [r["efficiency"] for r in rs], marker=marker, label=kind)
-    for k, r in enumerate(rows["strong"] + rows["weak"]):
-        bottom = 0.0
-        for p, color in zip(RUN_PHASES, ("C0", "C3", "C1", "C2", "C4")):
-            axes[2].bar(k, r["phases"][p], bottom=bottom, color=color, label=p if k == 0 else None)
-            bottom += r["phases"][p]
-    axes[2].set_xticks(range(4), [f"{'S' if k < 2 else 'W'}{r['ranks']}" for k, r in enumerate(rows["strong"] + rows["weak"])])
-    axes[0].set(xlabel="ranks", ylabel="run phase (s)", title="wall time")
-    axes[1].set(xlabel="ranks", ylabel="parallel efficiency", ylim=(0, 1.1), title="efficiency")
-    axes[1].axhline(0.85, ls=":", color="gray")
-    axes[2].set(ylabel="seconds (slowest rank)", title="time per phase")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -262,7 +262,7 @@ def test_plan_commands(tiny, tmp_path, monkeypatch):
     assert cmd[1:4] == ["-m", "cluster_sim.cli", "run"] and cmd[cmd.index("--mode") + 1] == "bsp"
     sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
     assert sets == ["simulation.seed=4", "simulation.duration_ms=20.0", 'integrator.method="rk4"', "integrator.dt_ms=0.01"]
-    monkeypatch.setattr(cmp, "_mpiexec", lambda: "/opt/mpi/bin/mpiexec")
+    monkeypatch.setattr(cmp.local, "find_mpiexec", lambda: "/opt/mpi/bin/mpiexec")
     p2 = cmp.plan(tiny, tmp_path / "c", reference="bsp", modes=["async"], ranks=2)
     ref = p2.runs[0]
     assert (ref.mode, ref.method, ref.dt_ms) == ("bsp", "rk4", DT / 20)

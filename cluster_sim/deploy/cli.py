@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.runs import (SubmitOptions, Submitted, cancel, collect, default_runs_dir, format_status, overall,
-                                     read_manifest, status, submit_run, wait)
+from cluster_sim.deploy.folder import SubmitOptions, Submitted, default_runs_dir, format_status, overall
+from cluster_sim.deploy.runs import open_run, submit_run
 from cluster_sim.deploy.sites import load_site
 from cluster_sim.deploy import _validate as v
 from cluster_sim.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError, JobFailedError,
@@ -87,6 +87,8 @@ def _options(ns: argparse.Namespace, *, resources: bool = True) -> tuple[SubmitO
 
 
 def _report(sub: Submitted, what: str) -> int:
+    for w in sub.warnings:
+        print(f"cluster-sim: warning: {w}", file=sys.stderr)
     if sub.dry_run:
         sys.stdout.write(sub.script)
         print(f"# dry run: nothing submitted; the run folder would be {sub.run_dir}", file=sys.stderr)
@@ -123,8 +125,9 @@ def _run_dir(p: Path) -> Path:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    rd = _run_dir(ns.run)
-    sts = wait(rd, timeout_s=ns.timeout) if ns.wait else status(rd, tail_lines=ns.tail)
+    folder = open_run(_run_dir(ns.run))
+    rd = folder.path
+    sts = folder.wait(timeout_s=ns.timeout) if ns.wait else folder.status(tail_lines=ns.tail)
     if ns.json:
         print(json.dumps({"run_dir": str(rd), "state": overall(sts).value,
                           "units": [{"unit": s.unit, "job_id": s.job_id, "state": s.state.value,
@@ -137,7 +140,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
 
 
 def cmd_collect(ns: argparse.Namespace) -> int:
-    res = collect(_run_dir(ns.run))
+    res = open_run(_run_dir(ns.run)).collect()
     print(f"results: {res}")
     for p in sorted(res.iterdir()):
         print(f"  {p.name}")
@@ -145,10 +148,11 @@ def cmd_collect(ns: argparse.Namespace) -> int:
 
 
 def cmd_cancel(ns: argparse.Namespace) -> int:
-    rd = _run_dir(ns.run)
-    ids = cancel(rd)
+    folder = open_run(_run_dir(ns.run))
+    rd = folder.path
+    ids = folder.cancel()
     print(f"cancelled {' '.join(ids) or '(no jobs)'}")
-    if read_manifest(rd).get("kind") == "run":
+    if folder.kind == "run":
         print(f"continue it later from its checkpoint with: cluster-sim resubmit {rd} [--time HH:MM:SS]")
     return EXIT_OK
 

@@ -110,9 +110,11 @@ class RunCommand:
             v.set_value(f"--set {k}", val)
         for key, val in (("--duration", self.duration_ms), ("--checkpoint-every", self.checkpoint_every_ms)):
             if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0):
-                raise ConfigError(key, val, "must be a positive number of milliseconds", "")
+                raise ConfigError(key, val, "must be a positive number of milliseconds",
+                                  f"e.g. {key} 500")
         if self.mode and self.mode not in MODES:
-            raise ConfigError("--mode", self.mode, f"must be one of {list(MODES)}", "")
+            raise ConfigError("--mode", self.mode, f"must be one of {list(MODES)}",
+                              f"use --mode {MODES[0]} or --mode {MODES[1]}, or leave it out for the spec's mode")
 
     def args(self) -> list[str]:
         out: list[str] = []
@@ -279,7 +281,8 @@ def render(template: str, site: SiteProfile, res: JobResources, run: RunCommand 
     ``cluster-sim`` inside the container); tests use it to put a shell payload in the engine's place.
     """
     if template not in TEMPLATES:
-        raise ConfigError("template", template, f"must be one of {list(TEMPLATES)}", "")
+        raise ConfigError("template", template, f"must be one of {list(TEMPLATES)}",
+                          "pass one of the names above (the files in cluster_sim/deploy/templates)")
     log_name = "%x-%A_%a.out" if template == "array.sbatch.j2" else "%x-%j.out"
     lines = directives(site, res, job_name=job_name, run_dir=run_dir, log_name=log_name, comment=comment)
     if command is None:

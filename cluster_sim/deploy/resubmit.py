@@ -11,38 +11,34 @@ import shutil
 from pathlib import Path
 
 from cluster_sim.deploy import _validate as v
-from cluster_sim.deploy.runs import MANIFEST, now_utc, read_manifest, status, write_atomic, write_json
-from cluster_sim.deploy.slurm import JobState, Runner, _run, sbatch
+from cluster_sim.deploy.folder import RunFolder, now_utc
+from cluster_sim.deploy.slurm import JobState, Runner, _run
 from cluster_sim.errors import ConfigError
 
 
 def resubmit(run_dir: Path, *, time: str | None = None, runner: Runner = _run) -> str:
     """Submit the folder's job.sbatch again (``--time`` overrides its limit); returns the new job id."""
-    run_dir = Path(run_dir).resolve()
-    man = read_manifest(run_dir)
-    if man.get("kind") != "run":
-        raise ConfigError("RUN_DIR", str(run_dir), f"is a {man.get('kind')} folder; resubmit continues single runs",
-                          "resubmit a failed sweep task or study member with cluster-sim submit --set ...")
+    folder = RunFolder.open(run_dir)
+    run_dir = folder.path
+    if folder.manifest.get("kind") != "run":
+        raise ConfigError("RUN_DIR", str(run_dir), f"is a {folder.manifest.get('kind')} folder; resubmit continues "
+                          "single runs", "resubmit a failed sweep task or study member with cluster-sim submit --set ...")
     if time is not None:
         v.time_limit("--time", time)
-    sts = status(run_dir)
+    sts = folder.status()
     st = sts[0] if sts else None
     if st is not None and st.state.is_active:
         raise ConfigError("RUN_DIR", str(run_dir), f"job {st.job_id} is still {st.state.value}",
                           f"wait for it, or cancel it first: cluster-sim cancel {run_dir}")
     if st is not None and st.state is JobState.COMPLETED:
         raise ConfigError("RUN_DIR", str(run_dir), "already completed", "nothing to continue; submit a new run")
-    old = man["units"][0]["job"]
+    old = folder.manifest["units"][0]["job"]
     prov = run_dir / "provenance"
     if prov.is_dir() and old:
         keep = prov / f"job-{old}"
         keep.mkdir(exist_ok=True)
         for d in prov.glob("restart-*"):
             shutil.move(str(d), str(keep / d.name))
-    jid = sbatch(run_dir / "job.sbatch", runner=runner, extra=[f"--time={time}"] if time else [])
-    man["jobs"].append({"job_id": jid, "role": "run", "script": "job.sbatch", "resubmit_of": old,
-                        "time": time, "submitted_utc": now_utc()})
-    man["units"][0]["job"] = jid
-    write_json(run_dir / MANIFEST, man)
-    write_atomic(run_dir / "job_id", jid + "\n")
-    return jid
+    return folder.submit("job.sbatch", role="run", replaces=old, runner=runner,
+                         sbatch_args=[f"--time={time}"] if time else [], resubmit_of=old, time=time,
+                         submitted_utc=now_utc())

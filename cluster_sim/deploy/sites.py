@@ -149,17 +149,19 @@ def from_mapping(data: dict[str, Any], source: str = "") -> SiteProfile:
     for key in ("modules", "container_binds", "command"):
         if key in kw:
             if not isinstance(kw[key], list) or not all(isinstance(x, str) for x in kw[key]):
-                raise ConfigError(f"site file {source}: {key}", kw[key], "must be a list of strings", "")
+                raise ConfigError(f"site file {source}: {key}", kw[key], "must be a list of strings",
+                                  f'write {key} = ["...", "..."]')
             kw[key] = tuple(kw[key])
     for key in ("env", "sbatch"):
         if key in kw:
             if not isinstance(kw[key], dict) or not all(isinstance(x, str) for x in kw[key].values()):
-                raise ConfigError(f"site file {source}: {key}", kw[key], "must be a table of strings", "")
+                raise ConfigError(f"site file {source}: {key}", kw[key], "must be a table of strings",
+                                  f'write [{key}] with name = "value" lines')
             kw[key] = tuple(sorted(kw[key].items()))
     for key in ("name", "description", "launcher", "mpi", "gpu_request", "gpu_binding", "cpu_partition", "gpu_partition",
                 "account", "container_runtime", "scratch", "python"):
         if key in kw and not isinstance(kw[key], str):
-            raise ConfigError(f"site file {source}: {key}", kw[key], "must be a string", "")
+            raise ConfigError(f"site file {source}: {key}", kw[key], "must be a string", f'write {key} = "..."')
     if "scratch" in kw:
         kw["scratch"] = kw["scratch"].replace("{user}", _user())
     if "name" not in kw:

@@ -24,29 +24,26 @@ Study file (TOML)::
 ``cluster-sim scale FILE`` submits every member plus a final collect job that depends
 (``afterany``) on all of them; ``cluster-sim scale --collect RUN`` or ``cluster-sim collect RUN``
 writes ``results/members.csv`` (one row per run, per-phase timers), ``results/scaling.csv``
-(mean and std over seeds/repetitions, speedup, efficiency, real-time factor) and PNG plots.
+(mean and std over seeds/repetitions, speedup, efficiency, real-time factor, per-population
+rates), ``results/mode_ratio.csv`` (BSP/async), ``results/scaling.md`` and PNG plots; the
+statistics and plots are :mod:`cluster_sim.analysis.scaling`'s.
 """
 from __future__ import annotations
 
-import math
-import shutil
-import tomllib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.spec_check import Variant, check_all
-from cluster_sim.deploy.runs import (CONSTRUCTION_PHASES, MANIFEST, SCHEMA, SubmitOptions, Submitted, flat_row, load_spec, new_run_dir,
-                                     now_utc, overall, read_run_json, safe_name, sbatch_into, status,
-                                     write_atomic, write_csv, write_json)
+from cluster_sim.deploy.folder import (RunFolder, SubmitOptions, Submitted, check_spec_file, overall, safe_name,
+                                       write_atomic, write_json)
+from cluster_sim.deploy.results import csv_text, flat_row, read_run_json
 from cluster_sim.deploy.slurm import Runner, Watcher, _run
+from cluster_sim.deploy.spec_check import Variant, check_all
+from cluster_sim.deploy.tables import TomlTable
+from cluster_sim.deploy.timelimit import short_time_warnings
 from cluster_sim.errors import ConfigError
-
-STUDY_KEYS = ("name", "job", "scaling", "nodes", "ranks_per_node", "gpus_per_node", "modes", "seeds", "seed_key",
-              "repetitions", "time", "duration_ms", "checkpoint_every_ms", "serialize", "exclusive", "partition",
-              "account", "set", "weak")
 
 
 @dataclass(frozen=True)
@@ -104,63 +101,37 @@ class Study:
         return out
 
 
-def _int_list(path: Path, key: str, val: Any) -> tuple[int, ...]:
-    if isinstance(val, int) and not isinstance(val, bool):
-        val = [val]
-    if not isinstance(val, list) or not val:
-        raise ConfigError(f"study file {path}: {key}", val, "must be a non-empty list of integers", "e.g. [1, 2, 4]")
-    return tuple(v.positive_int(f"study file {path}: {key}", x, minimum=0 if key == "seeds" else 1) for x in val)
-
-
 def load_study(path: Path) -> Study:
-    path = Path(path)
-    try:
-        d = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError("study file", str(path), f"cannot be read: {e}", "check the path") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("study file", str(path), f"is not valid TOML: {e}", "fix the syntax") from e
-    unknown = sorted(set(d) - set(STUDY_KEYS))
-    if unknown:
-        raise ConfigError(f"study file {path}", unknown[0], "unknown key", f"valid keys: {', '.join(STUDY_KEYS)}")
-    if not isinstance(d.get("job"), str):
-        raise ConfigError(f"study file {path}: job", d.get("job"), "is missing or not a string",
-                          'add job = "path/to/job.toml" (relative to the study file)')
-    scaling = d.get("scaling", "strong")
-    if scaling not in ("strong", "weak"):
-        raise ConfigError(f"study file {path}: scaling", scaling, "must be 'strong' or 'weak'", "")
-    modes = d.get("modes", ["bsp"])
+    t = TomlTable.read(Path(path), "study file")
+    job = t.path("job")
+    scaling = t.string("scaling", "strong", choices=("strong", "weak"))
+    modes = t.raw("modes", ["bsp"])
     if not isinstance(modes, list) or not modes or any(m not in R.MODES for m in modes):
-        raise ConfigError(f"study file {path}: modes", modes, f"must be a non-empty list from {list(R.MODES)}", "")
-    seeds = _int_list(path, "seeds", d["seeds"]) if "seeds" in d else ()
-    seed_key = d.get("seed_key", "")
+        raise ConfigError(t.key("modes"), modes, f"must be a non-empty list from {list(R.MODES)}",
+                          'write modes = ["bsp", "async"]')
+    seeds = t.int_list("seeds", [], lo=0) if t.has("seeds") else ()
+    t.raw("seeds", None)
+    seed_key = t.string("seed_key", "")
     if seeds:
-        v.set_key(f"study file {path}: seed_key", seed_key)
-    weak: list[tuple[str, int]] = []
-    for k, base in d.get("weak", {}).items():
-        v.set_key(f"study file {path}: weak", k)
-        weak.append((k, v.positive_int(f"study file {path}: weak.{k}", base)))
+        v.set_key(t.key("seed_key"), seed_key)
+    wt = t.sub("weak")
+    weak = tuple((v.set_key(wt.key(k), k), wt.integer(k)) for k in list(wt.data))
+    wt.finish()
     if scaling == "weak" and not weak:
-        raise ConfigError(f"study file {path}: weak", {}, "weak scaling needs population counts to scale",
+        raise ConfigError(t.key("weak"), {}, "weak scaling needs population counts to scale",
                           '[weak]\n"network.populations.E.n" = 800   # per rank')
-    fixed = tuple((v.set_key("set", k), v.set_value(f"set.{k}", x)) for k, x in d.get("set", {}).items())
-    name = d.get("name") or safe_name(path.stem)
-    v.name(f"study file {path}: name", name)
-    for key in ("duration_ms", "checkpoint_every_ms"):
-        x = d.get(key)
-        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0):
-            raise ConfigError(f"study file {path}: {key}", x, "must be a positive number", "")
-    return Study(
-        name=name, job=(path.parent / d["job"]).resolve(), scaling=scaling,
-        nodes=_int_list(path, "nodes", d.get("nodes", [1])),
-        ranks_per_node=_int_list(path, "ranks_per_node", d.get("ranks_per_node", [1])),
-        gpus_per_node=v.positive_int(f"study file {path}: gpus_per_node", d.get("gpus_per_node", 0), minimum=0),
-        modes=tuple(modes), seeds=seeds, seed_key=seed_key,
-        repetitions=v.positive_int(f"study file {path}: repetitions", d.get("repetitions", 1)),
-        time=v.time_limit(f"study file {path}: time", d.get("time", "01:00:00")),
-        duration_ms=d.get("duration_ms"), checkpoint_every_ms=d.get("checkpoint_every_ms"),
-        serialize=bool(d.get("serialize", True)), exclusive=bool(d.get("exclusive", True)),
-        partition=d.get("partition", ""), account=d.get("account", ""), fixed=fixed, weak=tuple(weak))
+    name = t.string("name", "") or safe_name(Path(path).stem)
+    v.name(t.key("name"), name)
+    st = Study(
+        name=name, job=job, scaling=scaling, nodes=t.int_list("nodes", [1]),
+        ranks_per_node=t.int_list("ranks_per_node", [1]), gpus_per_node=t.integer("gpus_per_node", 0, lo=0, hi=64),
+        modes=tuple(modes), seeds=seeds, seed_key=seed_key, repetitions=t.integer("repetitions", 1),
+        time=v.time_limit(t.key("time"), t.raw("time", "01:00:00")),
+        duration_ms=t.positive_number("duration_ms"), checkpoint_every_ms=t.positive_number("checkpoint_every_ms"),
+        serialize=t.boolean("serialize", True), exclusive=t.boolean("exclusive", True),
+        partition=t.string("partition", ""), account=t.string("account", ""), fixed=t.sets("set"), weak=weak)
+    t.finish()
+    return st
 
 
 def _member_resources(st: Study, m: Member, opts: SubmitOptions, dependency: str) -> R.JobResources:
@@ -218,178 +189,54 @@ def _dry_run(st: Study, members: list[Member], opts: SubmitOptions, run_dir: Pat
 
 def submit_study(study_file: Path, opts: SubmitOptions, *, dry_run: bool = False, runner: Runner = _run) -> Submitted:
     st = load_study(study_file)
-    spec = load_spec(st.job)
+    spec = check_spec_file(st.job)
     members = st.members()
-    run_dir, uid = new_run_dir(opts.runs_dir, opts.name or st.name)
+    folder = StudyFolder.new(opts.runs_dir, opts.name or st.name)
     for m in members:  # every member's resources are valid before anything is written or checked
         _member_resources(st, m, opts, "")
     if opts.validate and not opts.payload:
         # each member with its own --set values, mode and rank count
         check_all(spec, [Variant(f"study member {m.name}", tuple(opts.sets) + m.sets, st.duration_ms or opts.duration_ms,
                                  m.mode, m.ranks) for m in members])
+    # one warning for the study: its members share the time limit and checkpoint interval
+    warnings = short_time_warnings(spec, _member_resources(st, members[0], opts, ""), opts.site,
+                                   st.checkpoint_every_ms or opts.checkpoint_every_ms, opts.runs_dir) if members else []
     if dry_run:
-        return Submitted(run_dir, _dry_run(st, members, opts, run_dir, uid), [], True)
-    run_dir.mkdir(parents=True)
-    (run_dir / "logs").mkdir()
-    shutil.copy2(spec, run_dir / "job.toml")
-    shutil.copy2(study_file, run_dir / "study.toml")
-    man: dict[str, Any] = {
-        "schema": SCHEMA, "kind": "study", "name": st.name, "uuid": uid, "run_dir": str(run_dir),
-        "created_utc": now_utc(), "site": opts.site.name, "spec_source": str(spec), "spec": "job.toml",
-        "study": "study.toml", "scaling": st.scaling, "payload": list(opts.payload),
-        "members": [asdict(m) for m in members], "jobs": [], "units": []}
-    write_json(run_dir / MANIFEST, man)
+        return Submitted(folder.path, _dry_run(st, members, opts, folder.path, folder.uuid), [], True, warnings)
+    folder.create(spec, site=opts.site.name, files={"study.toml": Path(study_file)},
+                  dirs=[f"members/{m.name}/logs" for m in members], study="study.toml", scaling=st.scaling,
+                  payload=list(opts.payload), members=[asdict(m) for m in members])
     prev = ""
-    queued: list[str] = []
     texts: list[str] = []
     for m in members:  # each member rendered once, with the real id of the one before it
-        mdir = run_dir / "members" / m.name
-        (mdir / "logs").mkdir(parents=True)
-        text = _member_script(st, m, opts, run_dir, uid, _dependency(st, prev), True)
+        text = _member_script(st, m, opts, folder.path, folder.uuid, _dependency(st, prev), True)
         texts.append(f"# ===== member {m.name} =====\n{text}")
-        write_atomic(mdir / "job.sbatch", text)
-        jid = sbatch_into(run_dir, mdir / "job.sbatch", queued, runner=runner)
-        prev = jid
-        man["jobs"].append({"job_id": jid, "role": "member", "member": m.name, "script": f"members/{m.name}/job.sbatch"})
-        man["units"].append({"unit": m.name, "dir": f"members/{m.name}", "job": jid})
-        write_json(run_dir / MANIFEST, man)
-    ctext = _collect_script(st, opts, run_dir, uid, [j["job_id"] for j in man["jobs"]], True)
-    write_atomic(run_dir / "collect.sbatch", ctext)
-    cid = sbatch_into(run_dir, run_dir / "collect.sbatch", queued, runner=runner)
-    man["jobs"].append({"job_id": cid, "role": "collect", "script": "collect.sbatch"})
-    man["units"].append({"unit": "collect", "dir": "collect", "job": cid})
-    write_json(run_dir / MANIFEST, man)
-    write_atomic(run_dir / "job_id", "\n".join(j["job_id"] for j in man["jobs"]) + "\n")
-    return Submitted(run_dir, "".join(texts) + f"# ===== collect =====\n{ctext}", [j["job_id"] for j in man["jobs"]],
-                     False)
+        script = f"members/{m.name}/job.sbatch"
+        folder.write_text(script, text)
+        prev = folder.submit(script, role="member", unit=m.name, unit_dir=f"members/{m.name}", runner=runner,
+                             member=m.name)
+    member_ids = [j["job_id"] for j in folder.manifest["jobs"]]
+    ctext = _collect_script(st, opts, folder.path, folder.uuid, member_ids, True)
+    folder.write_text("collect.sbatch", ctext)
+    folder.submit("collect.sbatch", role="collect", unit="collect", unit_dir="collect", runner=runner)
+    return Submitted(folder.path, "".join(texts) + f"# ===== collect =====\n{ctext}",
+                     [j["job_id"] for j in folder.manifest["jobs"]], False, warnings)
 
 
-# ---------------------------------------------------------------------------------------------
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    if not xs:
-        return math.nan, math.nan
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, s
+class StudyFolder(RunFolder):
+    """A study's run folder: one job per member under ``members/<name>/`` and a collect job."""
+
+    kind = "study"
+
+    def collect(self, *, watcher: Watcher | None = None) -> Path:
+        """Member rows, aggregated scaling tables, the BSP/async table and plots into ``results/``."""
+        return _collect_study(self, watcher)
 
 
-def aggregate(rows: list[dict[str, Any]], scaling: str) -> list[dict[str, Any]]:
-    """Mean/std over seeds and repetitions per (mode, nodes, ranks_per_node); speedup, efficiency."""
-    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-    for r in rows:
-        if r.get("state") != "COMPLETED" or r.get("wall_seconds") in ("", None):
-            continue
-        groups.setdefault((r["mode"], r["nodes"], r["ranks_per_node"]), []).append(r)
-    out: list[dict[str, Any]] = []
-    phases = sorted({k for r in rows for k in r if k.startswith("phase_")})
-    for mode in sorted({k[0] for k in groups}):
-        keys = sorted((k for k in groups if k[0] == mode), key=lambda k: (k[1] * k[2], k[1]))
-        base: tuple[int, float] | None = None
-        for k in keys:
-            g = groups[k]
-            ranks = k[1] * k[2]
-            wall, wall_sd = _mean_std([float(r["wall_seconds"]) for r in g])
-            sim_s = float(g[0].get("simulated_ms") or 0) / 1000.0
-            row: dict[str, Any] = {"mode": mode, "nodes": k[1], "ranks_per_node": k[2], "ranks": ranks,
-                                   "samples": len(g), "wall_mean_s": wall, "wall_std_s": wall_sd}
-            for key in ("construction_s", "propagation_s"):
-                m, sd = _mean_std([float(r[key]) for r in g if r.get(key) not in ("", None)])
-                row[f"{key[:-2]}_mean_s"], row[f"{key[:-2]}_std_s"] = m, sd
-            prop = row["propagation_mean_s"]
-            if base is None:
-                base = (ranks, wall, prop)
-            n0, t0, p0 = base
-            row["speedup"] = t0 / wall if wall else math.nan
-            row["efficiency"] = (n0 * t0 / (ranks * wall)) if scaling == "strong" else (t0 / wall)
-            # the same for state propagation alone (startup and network construction excluded)
-            row["speedup_propagation"] = p0 / prop if prop and not math.isnan(prop) else math.nan
-            row["efficiency_propagation"] = ((n0 * p0 / (ranks * prop)) if scaling == "strong" else (p0 / prop)) \
-                if prop and not math.isnan(prop) else math.nan
-            row["real_time_factor"] = wall / sim_s if sim_s else math.nan
-            row["real_time_factor_propagation"] = prop / sim_s if sim_s and not math.isnan(prop) else math.nan
-            for ph in phases:
-                m, s = _mean_std([float(r[ph]) for r in g if r.get(ph) not in ("", None)])
-                row[f"{ph}_mean_s"] = m
-                row[f"{ph}_std_s"] = s
-                row[f"rtf_{ph[6:]}"] = m / sim_s if sim_s else math.nan
-            out.append(row)
-    return out
-
-
-def plot(agg: list[dict[str, Any]], outdir: Path, scaling: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths: list[Path] = []
-    modes = sorted({r["mode"] for r in agg})
-    # real-time factor of state propagation by phase (startup and construction have their own curve)
-    phases = sorted({k[4:] for r in agg for k in r if k.startswith("rtf_")} - set(CONSTRUCTION_PHASES))
-
-    has_prop = any(not math.isnan(r.get("propagation_mean_s", math.nan)) for r in agg)
-
-    def fig(name: str, ylabel: str, key: str, ideal: str | None = None) -> None:
-        f, ax = plt.subplots(figsize=(5, 3.5))
-        for mode in modes:
-            rs = [r for r in agg if r["mode"] == mode]
-            x = [r["ranks"] for r in rs]
-            if key == "wall_mean_s":
-                ax.errorbar(x, [r["wall_mean_s"] for r in rs], yerr=[r["wall_std_s"] for r in rs], marker="o",
-                            capsize=3, label=f"{mode}: total")
-                if has_prop:
-                    for part, ls in (("construction", ":"), ("propagation", "--")):
-                        ax.errorbar(x, [r[f"{part}_mean_s"] for r in rs], yerr=[r[f"{part}_std_s"] for r in rs],
-                                    marker=".", ls=ls, capsize=2, label=f"{mode}: {part}")
-            else:
-                ax.plot(x, [r[key] for r in rs], marker="o", label=mode)
-        if ideal == "speedup" and agg:
-            xs = sorted({r["ranks"] for r in agg})
-            ax.plot(xs, [x / xs[0] for x in xs] if scaling == "strong" else [1.0] * len(xs), "k--", lw=0.8,
-                    label="ideal")
-        if ideal == "efficiency" and agg:
-            ax.axhline(1.0, color="k", ls="--", lw=0.8, label="ideal")
-        ax.set_xticks(sorted({r["ranks"] for r in agg}))
-        ax.set_xlabel("MPI ranks")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{scaling} scaling: {ylabel}")
-        ax.legend()
-        f.tight_layout()
-        p = outdir / f"{name}.png"
-        f.savefig(p, dpi=100)
-        plt.close(f)
-        paths.append(p)
-
-    basis = "_propagation" if has_prop else ""
-    fig("wall_time", "wall time [s]", "wall_mean_s")
-    fig("speedup", "speedup" + (" (state propagation)" if has_prop else ""), "speedup" + basis, ideal="speedup")
-    fig("efficiency", "parallel efficiency" + (" (state propagation)" if has_prop else ""), "efficiency" + basis,
-        ideal="efficiency")
-    # Real-time factor stacked by phase, one panel per mode (beNNch-plot style).
-    f, axes = plt.subplots(1, max(1, len(modes)), figsize=(5 * max(1, len(modes)), 3.5), squeeze=False)
-    for ax, mode in zip(axes[0], modes or ["-"]):
-        rs = [r for r in agg if r["mode"] == mode]
-        x = [str(r["ranks"]) for r in rs]
-        bottom = [0.0] * len(rs)
-        for ph in phases:
-            y = [0.0 if math.isnan(r.get(f"rtf_{ph}", math.nan)) else r.get(f"rtf_{ph}", 0.0) for r in rs]
-            ax.bar(x, y, bottom=bottom, label=ph)
-            bottom = [b + yy for b, yy in zip(bottom, y)]
-        ax.set_xlabel("MPI ranks")
-        ax.set_ylabel("real-time factor (wall / model time)")
-        ax.set_title(f"{mode}: real-time factor by phase (propagation)")
-        if phases:
-            ax.legend(fontsize="small")
-    f.tight_layout()
-    p = outdir / "rtf_phases.png"
-    f.savefig(p, dpi=100)
-    plt.close(f)
-    paths.append(p)
-    return paths
-
-
-def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None = None) -> Path:
-    sts = {s.unit: s for s in status(run_dir, watcher=watcher)}
+def _collect_study(folder: StudyFolder, watcher: Watcher | None) -> Path:
+    from cluster_sim.analysis import scaling as S  # numpy: only when collecting, never for status
+    run_dir, man = folder.path, folder.manifest
+    sts = {s.unit: s for s in folder.status(watcher=watcher)}
     rows: list[dict[str, Any]] = []
     for m in man["members"]:
         st = sts.get(m["name"])
@@ -405,13 +252,20 @@ def collect_study(run_dir: Path, man: dict[str, Any], *, watcher: Watcher | None
         rows.append(row)
     res = run_dir / "results"
     res.mkdir(parents=True, exist_ok=True)
-    write_csv(res / "members.csv", rows)
-    agg = aggregate(rows, man.get("scaling", "strong"))
-    write_csv(res / "scaling.csv", agg)
-    pngs = plot(agg, res, man.get("scaling", "strong")) if agg else []
+    write_atomic(res / "members.csv", csv_text(rows))
+    scaling = man.get("scaling", "strong")
+    agg = S.aggregate(rows, scaling)
+    ratios = S.mode_ratios(agg)
+    meta = S.figure_meta(rows, agg, site=man.get("site", ""), scaling=scaling)
+    write_atomic(res / "scaling.csv", csv_text(agg))
+    if ratios:
+        write_atomic(res / "mode_ratio.csv", csv_text(ratios))
+    write_atomic(res / "scaling.md", S.markdown(agg, ratios, scaling=scaling, meta=meta))
+    pngs = S.plot(agg, res, scaling, meta=meta) if agg else []
     # The study's state is its members' state: the collect job running this is not a member (counting
     # it made every summary say RUNNING).
     member_sts = [s for s in sts.values() if s.unit != "collect"]
     write_json(res / "summary.json", {"state": overall(member_sts).value, "scaling": man.get("scaling"),
-                                      "members": len(rows), "aggregated": agg, "plots": [p.name for p in pngs]})
+                                      "members": len(rows), "aggregated": agg, "bsp_over_async": ratios, "meta": meta,
+                                      "plots": [p.name for p in pngs]})
     return res

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.runs import SubmitOptions, submit_run
+from cluster_sim.deploy.folder import SubmitOptions
+from cluster_sim.deploy.runs import submit_run
 from cluster_sim.deploy.sites import from_mapping
 
 from deploy_helpers import PAYLOAD

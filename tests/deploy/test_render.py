@@ -214,7 +214,7 @@ def test_slurm_dir_has_no_duplicate_templates():
 
 
 def test_default_runs_dir(monkeypatch):
-    from cluster_sim.deploy.runs import default_runs_dir
+    from cluster_sim.deploy.folder import default_runs_dir
 
     monkeypatch.delenv("CLUSTER_SIM_RUNS", raising=False)
     assert default_runs_dir(load_site("local")) == Path("runs")

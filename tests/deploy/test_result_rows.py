@@ -1,8 +1,8 @@
 """run.json -> study/sweep rows: total wall over requeues, per-population rates."""
 from __future__ import annotations
 
-from cluster_sim.deploy.runs import flat_row
-from cluster_sim.deploy.study import aggregate
+from cluster_sim.deploy.results import flat_row
+from cluster_sim.analysis.scaling import aggregate
 
 RUN = {"n_spikes": 30, "simulated_ms": 1000.0, "wall_seconds": 2.0, "wall_seconds_total": 10.0, "restarts": 2,
        "rates_hz": {"E": 1.5, "I": 6.0}, "mode": "bsp", "ranks": 1,

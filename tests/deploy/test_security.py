@@ -16,7 +16,8 @@ import pytest
 
 from cluster_sim.deploy import _validate as V
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.runs import SubmitOptions, submit_run
+from cluster_sim.deploy.folder import SubmitOptions
+from cluster_sim.deploy.runs import submit_run
 from cluster_sim.deploy.sites import from_mapping, load_site
 from cluster_sim.deploy.sweep import submit_sweep
 from cluster_sim.errors import ConfigError

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from cluster_sim.deploy import render as R
-from cluster_sim.deploy.runs import SubmitOptions, collect, write_json
+from cluster_sim.deploy.folder import SubmitOptions, write_json
+from cluster_sim.deploy.runs import open_run
 from cluster_sim.deploy.sites import load_site
-from cluster_sim.deploy.study import aggregate, load_study, submit_study
+from cluster_sim.analysis.scaling import aggregate
+from cluster_sim.deploy.study import load_study, submit_study
 from cluster_sim.deploy.sweep import load_sweep, submit_sweep
 from cluster_sim.errors import ConfigError
 
@@ -56,7 +58,7 @@ def test_product_and_zip(tmp_path, spec):
 @pytest.mark.parametrize("text,match", [
     ('job = "J"\n[sweep]\n"a" = []\n', "non-empty list"),
     ('job = "J"\ncombine = "zip"\n[sweep]\n"a" = [1]\n"b" = [1, 2]\n', "different lengths"),
-    ('job = "J"\nmax_paralel = 2\n[sweep]\n"a" = [1]\n', "valid keys: job, combine, max_parallel"),
+    ('job = "J"\nmax_paralel = 2\n[sweep]\n"a" = [1]\n', "valid keys in \\[top level\\] are: combine, job, max_parallel"),
     ('job = "J"\n', "at least one parameter"),
     ('[sweep]\n"a" = [1]\n', "job"),
     ('job = "J"\n[sweep]\n"a;b" = [1]\n', "dotted parameter key"),
@@ -91,7 +93,7 @@ def test_sweep_submit_layout_and_collect(tmp_path, spec):
                                       "phases": {"integrate": 1.5, "deliver": 0.3}})
         (rd / "tasks" / str(i) / "exitcode").write_text("0 0 x\n")
     (rd / "tasks" / "1" / "exitcode").write_text("1 0 x\n")
-    res = collect(rd)
+    res = open_run(rd).collect()
     rows = list(csv.DictReader((res / "summary.csv").open()))
     assert [r["stimuli.odor.amplitude_uA_cm2"] for r in rows] == ["5", "10", "15"]
     assert [r["state"] for r in rows] == ["COMPLETED", "FAILED", "COMPLETED"]
@@ -150,7 +152,7 @@ def test_bad_study_files(tmp_path, text, match):
 
 
 def test_aggregate_and_plots(tmp_path):
-    from cluster_sim.deploy.study import plot
+    from cluster_sim.analysis.scaling import plot
 
     rows = []
     for ranks, wall in ((1, 8.0), (2, 4.4), (4, 2.5)):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_sim.deploy.runs import overall, read_manifest, status, write_json
+from cluster_sim.deploy.folder import RunFolder, overall, read_manifest, write_json
 from cluster_sim.deploy.slurm import JobState, Watcher, parse_sacct, parse_scontrol, sbatch
 from cluster_sim.errors import SubmissionError
 
@@ -165,10 +165,10 @@ def test_forgotten_job_resolved_from_exitcode_file(tmp_path):
                                       "units": [{"unit": "run", "dir": ".", "job": "999999"}]})
     r = FakeRunner(scontrol_out="")
     (rd / "exitcode").write_text("0 1 2026-01-01T00:00:00Z\n")
-    sts = status(rd, watcher=Watcher(runner=r))
+    sts = RunFolder.open(rd).status(watcher=Watcher(runner=r))
     assert sts[0].state is JobState.COMPLETED and overall(sts) is JobState.COMPLETED
     (rd / "exitcode").write_text("4 0 2026-01-01T00:00:00Z\n")
-    sts = status(rd, watcher=Watcher(runner=r))
+    sts = RunFolder.open(rd).status(watcher=Watcher(runner=r))
     assert sts[0].state is JobState.FAILED and sts[0].exit_code == 4
 
 

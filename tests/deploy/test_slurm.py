@@ -155,7 +155,8 @@ def test_array_sweep_and_collect(spec, runs_dir, payload, tmp_path):
 
 
 def test_dependency_chain(spec, runs_dir, payload):
-    a = submit(spec, "--time", "00:05:00", "--set", "fake.steps=20", "--set", "fake.step_s=0.1", runs_dir=runs_dir,
+    # the first job outlasts the checks below even on a loaded machine (15 s)
+    a = submit(spec, "--time", "00:05:00", "--set", "fake.steps=150", "--set", "fake.step_s=0.1", runs_dir=runs_dir,
                payload=payload)
     b = submit(spec, "--time", "00:05:00", "--dependency", f"afterok:{job_id(a)}", "--set", "fake.steps=2",
                runs_dir=runs_dir, payload=payload)

@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 __all__ = ["JobSpec", "RunResult", "check", "load_spec", "simulate", "__version__"]
 
 if TYPE_CHECKING:
-    from cluster_sim.run import RunResult, check, simulate
+    from cluster_sim.run import RunResult, simulate
+    from cluster_sim.run.check import check
     from cluster_sim.spec import JobSpec, load_spec
 
 

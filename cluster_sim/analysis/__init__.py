@@ -20,7 +20,7 @@ class _LazyModule:
     def __init__(self, name: str) -> None:
         self._name = name
 
-    def __getattr__(self, attr: str) -> object:
+    def __getattr__(self, attr: str) -> Any:
         mod: ModuleType = importlib.import_module(self._name)
         return getattr(mod, attr)
 
@@ -32,7 +32,7 @@ CHUNK = 1 << 20  # spikes per dask block
 
 
 @contextmanager
-def open_spikes(run_dir: str | Path) -> Iterator[dict[str, tuple[da.Array, da.Array, int]]]:
+def open_spikes(run_dir: str | Path) -> Iterator[dict[str, tuple[Any, Any, int]]]:
     """population -> (timestamps, node_ids, n_nodes) as dask arrays backed by the open file."""
     path = Path(run_dir) / "spikes.h5" if Path(run_dir).is_dir() else Path(run_dir)
     with h5py.File(path, "r", libver="latest", swmr=True) as f:

@@ -345,7 +345,7 @@ def _errors(ref: Mapping[str, tuple[np.ndarray, np.ndarray, int]], mine: Mapping
 
 def _error_stats(n_ref: int, n_mode: int, errs: np.ndarray) -> dict[str, Any]:
     denom = max(n_ref, n_mode)
-    out = {"n_ref": n_ref, "n_mode": n_mode, "matched": int(errs.size),
+    out: dict[str, Any] = {"n_ref": n_ref, "n_mode": n_mode, "matched": int(errs.size),
            "matched_fraction": errs.size / denom if denom else float("nan"),
            "mean_abs_error_ms": float(errs.mean()) if errs.size else float("nan"),
            "max_abs_error_ms": float(errs.max()) if errs.size else float("nan")}

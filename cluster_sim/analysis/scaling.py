@@ -226,7 +226,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
 
     # absolute wall time: every mode on the same axes; BSP/async ratio below
     f = plt.figure(figsize=(6.4, 5.6 if ratios else 4.2), layout="constrained")
-    f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))
+    f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))  # type: ignore[union-attr,call-arg]  # constrained layout takes rect
     axes = f.subplots(2, 1, sharex=True, height_ratios=(3, 1.3)) if ratios else [f.subplots()]
     ax = axes[0]
     ys: list[float] = []
@@ -260,7 +260,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
     basis = "_propagation" if has_prop else ""
     for key, label in (("speedup", "speedup"), ("efficiency", "parallel efficiency")):
         f = plt.figure(figsize=(6.4, 4.2), layout="constrained")
-        f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))
+        f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))  # type: ignore[union-attr,call-arg]  # constrained layout takes rect
         ax = f.subplots()
         ys = []
         for mode in modes:
@@ -281,7 +281,7 @@ def plot(agg: Sequence[Mapping[str, Any]], outdir: Path, scaling: str, *, meta: 
     phases = sorted({k[4:] for r in agg for k in r if k.startswith("rtf_")} - set(CONSTRUCTION_PHASES))
     n = max(1, len(modes))
     f = plt.figure(figsize=(5 * n, 4.2), layout="constrained")
-    f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))
+    f.get_layout_engine().set(rect=(0, strip, 1, 1 - strip))  # type: ignore[union-attr,call-arg]  # constrained layout takes rect
     axs = f.subplots(1, n, sharey=True, squeeze=False)[0]
     top = 0.0
     for ax, mode in zip(axs, modes or ["-"]):

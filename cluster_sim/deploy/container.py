@@ -129,8 +129,8 @@ def check_text(text: str, path: Path = Path("<string>"), build_args: dict[str, s
     values = {**_arguments(body.get("arguments", [])), **build_args}
     _check_build_vars(r, lines, values, body.get("arguments", []))
     # Labels: "key value" per line; versions required.
-    for ln in body.get("labels", []):
-        s = ln.strip()
+    for label_line in body.get("labels", []):
+        s = label_line.strip()
         if not s or s.startswith("#"):
             continue
         parts = s.split(None, 1)

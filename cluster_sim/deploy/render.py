@@ -108,9 +108,9 @@ class RunCommand:
         for k, val in self.sets:
             v.set_key("--set", k)
             v.set_value(f"--set {k}", val)
-        for key, val in (("--duration", self.duration_ms), ("--checkpoint-every", self.checkpoint_every_ms)):
-            if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0):
-                raise ConfigError(key, val, "must be a positive number of milliseconds",
+        for key, ms in (("--duration", self.duration_ms), ("--checkpoint-every", self.checkpoint_every_ms)):
+            if ms is not None and (isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0):
+                raise ConfigError(key, ms, "must be a positive number of milliseconds",
                                   f"e.g. {key} 500")
         if self.mode and self.mode not in MODES:
             raise ConfigError("--mode", self.mode, f"must be one of {list(MODES)}",

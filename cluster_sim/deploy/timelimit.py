@@ -13,7 +13,7 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from cluster_sim.deploy import _validate as v
 from cluster_sim.deploy.render import JobResources
@@ -41,7 +41,8 @@ def measure(runs_dir: Path, spec: Path) -> Measured:
     """The slowest start-up and propagation seen in ``runs_dir``'s run folders, preferring those
     made from ``spec``; :data:`UNMEASURED_STARTUP_S` when there are none."""
     folders = sorted((p for p in Path(runs_dir).glob("*/manifest.json")), key=lambda p: p.stat().st_mtime)[-_MAX_FOLDERS:]
-    same, other = [], []
+    same: list[Any] = []
+    other: list[Any] = []
     for man_path in folders:
         try:
             man = json.loads(man_path.read_text(encoding="utf-8"))

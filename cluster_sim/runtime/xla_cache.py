@@ -36,7 +36,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 ENV_VAR = "CLUSTER_SIM_XLA_CACHE"
 OFF_VALUES = ("off", "none", "false", "0", "no")
@@ -107,7 +107,7 @@ class XlaCache:
                 "hit": self.enabled and self.entries_written == 0, "errors": list(self.errors)}
 
 
-def resolve_root(setting: str = "auto", env: dict[str, str] | None = None) -> tuple[Path | None, str]:
+def resolve_root(setting: str = "auto", env: Mapping[str, str] | None = None) -> tuple[Path | None, str]:
     """The cache root folder and where the choice came from; (None, "off") when disabled."""
     env = os.environ if env is None else env
     if setting.strip().lower() in OFF_VALUES:
@@ -123,7 +123,7 @@ def resolve_root(setting: str = "auto", env: dict[str, str] | None = None) -> tu
     return Path(base).expanduser() / "cluster-sim" / "xla", "default"
 
 
-def machine_fingerprint(env: dict[str, str] | None = None) -> str:
+def machine_fingerprint(env: Mapping[str, str] | None = None) -> str:
     """The sub-folder name: entries are valid only for this TensorFlow, CPU (and GPU) and flags."""
     env = os.environ if env is None else env
     tf_version = "unknown"

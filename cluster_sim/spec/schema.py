@@ -141,7 +141,8 @@ class _Table:
     def __init__(self, data: Any, path: str) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(path, data, "must be a table", f"write [{path}] with key = value lines")
-        self.data, self.path, self.used = data, path, set()
+        self.data, self.path = data, path
+        self.used: set[str] = set()
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -401,12 +402,12 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
                 raise ConfigError(st.key("populations"), pop, "is a spike source: it has no membrane to inject current into",
                                   "stimulate neuron populations only (set a source's rate in its params)")
         fraction = st.number("fraction", None, lo=0.0, hi=1.0) if st.has("fraction") else None
-        count = st.integer("count", None, lo=0) if st.has("count") else None
-        if fraction is not None and count is not None:
-            raise ConfigError(st.key("count"), count, "give either fraction or count, not both", "remove one of them")
+        n_cells = st.integer("count", None, lo=0) if st.has("count") else None
+        if fraction is not None and n_cells is not None:
+            raise ConfigError(st.key("count"), n_cells, "give either fraction or count, not both", "remove one of them")
         total = sum(pop_by_name[p].count for p in pops_raw)
-        if count is not None and count > total:
-            raise ConfigError(st.key("count"), count, f"exceeds the {total} neurons of {pops_raw}", f"use count <= {total}")
+        if n_cells is not None and n_cells > total:
+            raise ConfigError(st.key("count"), n_cells, f"exceeds the {total} neurons of {pops_raw}", f"use count <= {total}")
         units = {get_neuron_model(pop_by_name[p].model).current_unit for p in pops_raw}
         if len(units) > 1:
             raise ConfigError(st.key("populations"), pops_raw, f"mixes current units {sorted(units)}", "stimulate populations of one unit per stimulus")
@@ -422,7 +423,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         st.finish(tuple(wave.defaults))
         params = {**wave.defaults, **params}
         wave.check(params, st.key)
-        stimuli.append(StimulusSpec(sname, wname, tuple(pops_raw), fraction, count, params))
+        stimuli.append(StimulusSpec(sname, wname, tuple(pops_raw), fraction, n_cells, params))
 
     recordings = []
     rec_t = top.sub("recordings", {})

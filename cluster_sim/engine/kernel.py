@@ -120,6 +120,7 @@ class IntervalKernel:
         self._stim = [(s, {p: tf.constant(self._pad(a, p, 0.0), self.dtype) for p, a in s.amplitude.items() if np.any(a)})
                       for s in net.stimuli]
         self._fn = tf.function(self._interval, jit_compile=jit_compile, autograph=False)
+        self._concrete: dict[int, Any] = {}  # interval length (steps) -> traced function
         self._all_finite = tf.function(self._finite, jit_compile=jit_compile, autograph=False)
 
     # -- layout -----------------------------------------------------------------------------
@@ -282,6 +283,12 @@ class IntervalKernel:
             return state, {}, {}
         steps = tf.range(step0, step0 + n_steps, dtype=tf.int64)
         feeds = {k: tf.constant(self._pad(inputs[k], k.split(".")[0], 0.0), self.dtype) for k in self.layout.event_keys}
-        new_state, spikes, samples = self._fn(state, steps, feeds)
+        # The concrete function for this interval length (at most two: the full interval and the
+        # last, shorter one): calling it skips tf.function's per-call signature matching, a
+        # few hundred µs per interval on a loaded 2-core machine (benchmarks/kernel_loop.py).
+        fn = self._concrete.get(n_steps)
+        if fn is None:
+            fn = self._concrete[n_steps] = self._fn.get_concrete_function(state, steps, feeds)
+        new_state, spikes, samples = fn(state, steps, feeds)
         sizes = {p: pop.local.size for p, pop in self.net.populations.items()}
         return new_state, {k: v.numpy()[:, :sizes[k]] for k, v in spikes.items()}, {k: v.numpy() for k, v in samples.items()}

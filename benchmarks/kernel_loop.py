@@ -69,7 +69,7 @@ def w_kernel(cfg: dict) -> dict:
         feeds[key] = {kk: tf.constant(v, k.dtype) for kk, v in zeros[key].items()}
         st = k.to_device(initial_state(net))
         t0 = time.perf_counter()
-        st, _, _ = k.run(st, 0, M, zeros[key])
+        st = k.run(st, 0, M, zeros[key]).state
         out["variants"][key] = {"first_call_s": time.perf_counter() - t0, "call_ns": [], "run_ns": []}
         kernels[key], states[key] = k, st
     iters = cfg["iters"]
@@ -81,13 +81,13 @@ def w_kernel(cfg: dict) -> dict:
             steps = tf.range(step, step + M, dtype=tf.int64)
             t0 = time.perf_counter()
             for _i in range(iters):
-                st, spk, smp = k._fn(st, steps, feeds[key])
+                st, spk, smp, fin = k._fn(st, steps, feeds[key])
             next(iter(st.values())).numpy()
             out["variants"][key]["call_ns"].append((time.perf_counter() - t0) / neuron_steps * 1e9)
             t0 = time.perf_counter()
             s0 = step
             for _i in range(iters):
-                st, spk, smp = k.run(st, s0, M, zeros[key])
+                st = k.run(st, s0, M, zeros[key]).state
                 s0 += M
             out["variants"][key]["run_ns"].append((time.perf_counter() - t0) / neuron_steps * 1e9)
             states[key] = st

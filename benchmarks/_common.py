@@ -239,6 +239,7 @@ def run_cluster_sim(job: str, overrides: Sequence[str], out_dir: str | None = No
     out = {"run_s": run_s, "startup_s": ph["startup"], "build_s": ph["build"], "phases": ph,
            "n_spikes": info["n_spikes"], "n_neurons": info["n_neurons"], "n_synapses": info["n_synapses"],
            "rate_hz": info["n_spikes"] / (info["n_neurons"] * info["simulated_ms"] * 1e-3),
-           "rates_hz": info["rates_hz"], "simulated_ms": info["simulated_ms"], "in_process_total_s": total}
+           "rates_hz": info["rates_hz"], "simulated_ms": info["simulated_ms"], "in_process_total_s": total,
+           "synapse_events": info.get("synapse_events")}
     tmp.cleanup()
     return out

@@ -71,7 +71,6 @@ class BSPBackend:
             # Trace and compile outside the timed integration (for every interval length used).
             for n in sorted({m, (self.total_steps - self.step) % m} - {0}):
                 self.kernel.run(self.state, self.step, n, {k: np.zeros((n, v.shape[1])) for k, v in self.rings.rings.items()})
-            self.kernel.all_finite(self.state)
         self.exchange.barrier()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -101,7 +100,7 @@ class BSPBackend:
                 step = self.step
                 n = min(m, self.total_steps - step)
                 with timers.clock("integrate"):
-                    state, spk, smp = kernel.run(state, step, n, rings.take(step, n))
+                    state, spk, smp, finite = kernel.run(state, step, n, rings.take(step, n))
                     batches = []
                     for pop_name, arr in spk.items():
                         rows, cols = np.nonzero(~np.isnan(arr))
@@ -133,7 +132,7 @@ class BSPBackend:
                                        f"(t = {self.step * dt:g} ms, unix time {time.time():.3f})")
                 if iv % flush_every == 0:
                     self._flush()
-                if state and not kernel.all_finite(state):  # every variable, every interval
+                if not finite:  # every variable, every interval (checked inside the compiled call)
                     _check_finite(kernel.to_host(state), self.step * dt, net)
                 if stop_now or (ckpt_every_iv and iv % ckpt_every_iv == 0 and self.step < self.total_steps):
                     self._checkpoint(kernel.to_host(state))

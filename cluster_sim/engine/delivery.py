@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster_sim.engine.kernel import state_key
+from cluster_sim.engine.kernel import padded, state_key
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
 
@@ -76,7 +76,10 @@ class RingBuffers:
         self.rings = {k: np.zeros((self.slots, n)) for k, n in sizes.items()}
 
     def deliver(self, spikes: SpikeBatch) -> int:
-        """Add every synapse of the spiking sources to its arrival slot; returns synapses touched."""
+        """Add every synapse of the spiking sources to its arrival slot; returns synapses touched.
+
+        Per route, the synapses are visited in (spike order, CSR order) and added one by one
+        (``np.add.at``), so each slot's sum has one fixed order however the network is split."""
         touched = 0
         if len(spikes) == 0:
             return 0
@@ -85,26 +88,32 @@ class RingBuffers:
             if not sel.any():
                 continue
             src = spikes.gid[sel] - r.src_offset
-            starts, ends = r.indptr[src], r.indptr[src + 1]
-            lens = ends - starts
+            starts = r.indptr[src]
+            lens = r.indptr[src + 1] - starts
             total = int(lens.sum())
             if total == 0:
                 continue
-            # Expand [start, end) ranges without a Python loop.
-            idx = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)
-            slot = (np.repeat(spikes.step[sel], lens) + 1 + r.delay) % self.slots
             ring = self.rings[r.ring]
-            np.add.at(ring.reshape(-1), slot * ring.shape[1] + r.target[idx], r.weight[idx])
+            # Per spike (not per synapse): where its row of the flattened ring starts, and how far
+            # its synapses' CSR range is from their position in the expanded list.
+            row0 = ((spikes.step[sel] + (1 + r.delay)) % self.slots) * ring.shape[1]
+            ends = np.cumsum(lens)
+            idx = np.arange(total) + np.repeat(starts - ends + lens, lens)
+            flat = np.repeat(row0, lens) + r.target[idx]
+            np.add.at(ring.reshape(-1), flat, r.weight[idx])
             touched += total
         return touched
 
     def take(self, step0: int, n_steps: int) -> dict[str, np.ndarray]:
-        """The increments for steps step0 .. step0+n_steps-1, cleared from the rings."""
+        """The increments for steps step0 .. step0+n_steps-1, cleared from the rings, as
+        [n_steps, padded(n_local)] arrays (zero in the padding), the kernel's input layout."""
         rows = (np.arange(step0, step0 + n_steps)) % self.slots
         out = {}
         for key, ring in self.rings.items():
-            out[key] = ring[rows].copy()
+            block = np.zeros((n_steps, padded(ring.shape[1])))
+            np.take(ring, rows, axis=0, out=block[:, :ring.shape[1]])
             ring[rows] = 0.0
+            out[key] = block
         return out
 
     def snapshot(self) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ The kernel knows nothing of MPI, files or the ring buffer: increments arrive as 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -81,6 +81,17 @@ def ell_layout(net: Network, proj: Any) -> tuple[np.ndarray, np.ndarray]:
     return src_ell, w_ell
 
 
+class IntervalResult(NamedTuple):
+    """What one interval returns: the new state (device tensors), spike times per integrated
+    population ([n_steps, n_local] float64, NaN where none), recordings ([n_steps, k]) and
+    whether every state variable is still finite (checked inside the same compiled call)."""
+
+    state: dict[str, Any]
+    spikes: dict[str, np.ndarray]
+    samples: dict[str, np.ndarray]
+    finite: bool
+
+
 class IntervalKernel:
     """Builds and calls the compiled interval function for one local network."""
 
@@ -106,7 +117,7 @@ class IntervalKernel:
         self._stim = [(s, {p: tf.constant(self._pad(a, p, 0.0), self.dtype) for p, a in s.amplitude.items() if np.any(a)})
                       for s in net.stimuli]
         self._fn = tf.function(self._interval, jit_compile=jit_compile, autograph=False)
-        self._all_finite = tf.function(self._finite, jit_compile=jit_compile, autograph=False)
+        self._concrete: dict[int, Any] = {}  # interval length (steps) -> traced function
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -210,7 +221,8 @@ class IntervalKernel:
                 return (i + 1, y2, {k: ta1[k].write(i, spk[k]) for k in ta1}, {k: ta2[k].write(i, smp[k]) for k in ta2})
 
             _, final, tas_spk, tas_smp = tf.while_loop(lambda i, *a: i < m, body, (0, state, tas_spk, tas_smp))
-            return final, {k: v.stack() for k, v in tas_spk.items()}, {k: v.stack() for k, v in tas_smp.items()}
+            return (final, {k: v.stack() for k, v in tas_spk.items()}, {k: v.stack() for k, v in tas_smp.items()},
+                    self._finite(final))
 
         def scan_fn(carry: Any, elem: Any) -> Any:
             y, _, _ = carry
@@ -219,17 +231,14 @@ class IntervalKernel:
 
         ys, spikes, samples = tf.scan(scan_fn, (steps, inputs), initializer=(state, zeros_spk, zeros_smp))
         final = {k: v[-1] for k, v in ys.items()}
-        return final, spikes, samples
+        return final, spikes, samples, self._finite(final)
 
     def _finite(self, state: dict[str, Any]) -> Any:
-        """One fused reduction over every state variable of every population: is all finite."""
+        """One fused reduction over every state variable of every population: is all finite.
+        Part of the interval function: a separate call would cost a second dispatch per interval."""
         tf = self.tf
         flags = [tf.reduce_all(tf.math.is_finite(v)) for k, v in state.items() if not k.endswith(".fire_t")]
         return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
-
-    def all_finite(self, state: dict[str, Any]) -> bool:
-        """True when no state variable of any neuron is NaN or infinite (cheap: one scalar back)."""
-        return bool(self._all_finite(state).numpy())
 
     # -- host interface ---------------------------------------------------------------------
 
@@ -260,14 +269,22 @@ class IntervalKernel:
             out[k] = np.asarray(v.numpy()[:n], dtype=np.float64)
         return out
 
-    def run(self, state: dict[str, Any], step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local].
+    def run(self, state: dict[str, Any], step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> IntervalResult:
+        """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local]
+        (or already padded to the kernel's width, as ``RingBuffers.take`` gives it).
         Spikes are returned for the integrated populations only (not for spike sources)."""
         tf = self.tf
         if not self.layout.fire_keys:  # only spike sources here: nothing to integrate
-            return state, {}, {}
+            return IntervalResult(state, {}, {}, True)
         steps = tf.range(step0, step0 + n_steps, dtype=tf.int64)
         feeds = {k: tf.constant(self._pad(inputs[k], k.split(".")[0], 0.0), self.dtype) for k in self.layout.event_keys}
-        new_state, spikes, samples = self._fn(state, steps, feeds)
+        # The concrete function for this interval length (at most two: the full interval and the
+        # last, shorter one): calling it skips tf.function's per-call signature matching, a
+        # few hundred µs per interval on a loaded 2-core machine (benchmarks/kernel_loop.py).
+        fn = self._concrete.get(n_steps)
+        if fn is None:
+            fn = self._concrete[n_steps] = self._fn.get_concrete_function(state, steps, feeds)
+        new_state, spikes, samples, finite = fn(state, steps, feeds)
         sizes = {p: pop.local.size for p, pop in self.net.populations.items()}
-        return new_state, {k: v.numpy()[:, :sizes[k]] for k, v in spikes.items()}, {k: v.numpy() for k, v in samples.items()}
+        return IntervalResult(new_state, {k: v.numpy()[:, :sizes[k]] for k, v in spikes.items()},
+                              {k: v.numpy() for k, v in samples.items()}, bool(finite.numpy()))

@@ -66,7 +66,7 @@ class RingBuffers:
         for proj in net.projections:
             if isinstance(proj.synapse, GradedKinetic):
                 continue
-            key = state_key(proj.target, proj.synapse.var)
+            key = state_key(proj.target, getattr(proj.synapse, "var"))  # a ConductanceJump
             sizes[key] = net.populations[proj.target].local.size
             indptr, tgt, w = proj.by_source()
             off = net.layout.offsets[net.layout.index(proj.source)]

@@ -10,7 +10,7 @@ The kernel knows nothing of MPI, files or the ring buffer: increments arrive as 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -131,7 +131,7 @@ class IntervalKernel:
             if isinstance(proj.synapse, GradedKinetic):
                 integrated += [state_key(proj.spec.name, v) for v in proj.synapse.variables]
             else:
-                key = state_key(proj.target, proj.synapse.var)
+                key = state_key(proj.target, getattr(proj.synapse, "var"))  # a ConductanceJump
                 if key not in event_keys:
                     event_keys.append(key)
         recs = []
@@ -160,7 +160,8 @@ class IntervalKernel:
             for pop_name, amp in amps.items():
                 drives[pop_name][0] = drives[pop_name][0] + amp * shape
         for proj, src_ell, w_ell in self._graded:
-            syn, p = proj.synapse, proj.params
+            syn = cast(GradedKinetic, proj.synapse)
+            p = proj.params
             s = {v: y[state_key(proj.spec.name, v)] for v in syn.variables}
             if syn.signal == "v":
                 T = syn.transmitter(ops, p, y[state_key(proj.source, "v")], t64, 0.0)
@@ -197,12 +198,12 @@ class IntervalKernel:
             fire[pop.name] = tf.where(ok, ts, fire[pop.name])
             spikes[pop.name] = tf.where(ok, ts, tf.constant(np.nan, tf.float64))
         out = dict(new)
-        for pop, key in self.layout.fire_keys.items():
-            out[key] = fire[pop]
-        samples = {name: tf.gather(new[state_key(pop, var)], pos) for name, pop, var, pos in self.layout.recordings}
+        for pop_name, key in self.layout.fire_keys.items():
+            out[key] = fire[pop_name]
+        samples = {name: tf.gather(new[state_key(rp, var)], pos) for name, rp, var, pos in self.layout.recordings}
         return out, spikes, samples
 
-    def _interval(self, state: dict[str, Any], steps: Any, inputs: dict[str, Any]) -> tuple[Any, Any, Any]:
+    def _interval(self, state: dict[str, Any], steps: Any, inputs: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         tf = self.tf
         zeros_spk = {pop: tf.zeros([padded(self.net.populations[pop].local.size)], tf.float64) for pop in self.layout.fire_keys}
         zeros_smp = {name: tf.zeros([pos.size], self.dtype) for name, _, _, pos in self.layout.recordings}

@@ -67,7 +67,9 @@ class AsyncBackend:
         return min(self.engine.min_c() * self.D, self.ctx.spec.simulation.duration_ms)
 
     def run(self) -> str:
-        ctx, spec, engine, local, mailbox = self.ctx, self.ctx.spec, self.engine, self.local, self.mailbox
+        ctx, spec, engine, local = self.ctx, self.ctx.spec, self.engine, self.local
+        # None on one rank; every use below is behind a size > 1 (or mailbox is not None) test
+        mailbox: Any = self.mailbox
         comm, rank, size, is_root, timers, stop = ctx.comm, ctx.rank, ctx.size, ctx.is_root, ctx.timers, ctx.stop
         D, owner, needed_by, source_ranks = self.D, self.owner, self.needed_by, self.source_ranks
         ck_iv = max(1, int(round(ctx.checkpoint_every_ms / D))) if ctx.checkpoint_every_ms else 0
@@ -113,7 +115,7 @@ class AsyncBackend:
         sent_promise = {r: engine.min_c() for r in needed_by}
         finished_ranks: set[int] = set()  # ranks whose final OUTPUT rank 0 has received
         source_final = {r: False for r in source_ranks}
-        ctl = {"stop_at": None, "freeze": None, "asked": False, "ckpt_done": set(), "replies": {}}
+        ctl: dict[str, Any] = {"stop_at": None, "freeze": None, "asked": False, "ckpt_done": set(), "replies": {}}
         status = "completed"
         next_ck = (engine.min_c() // ck_iv + 1) * ck_iv if ck_iv else None
         flush_iv = max(1, int(round(spec.output.flush_every_ms / D)))

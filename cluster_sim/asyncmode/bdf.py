@@ -140,7 +140,7 @@ class BdfKernel:
         R = [[one if k == 0 else one for k in range(n)]]  # row 0: all ones
         for i in range(1, n):
             R.append([tf.zeros_like(factor) if k == 0 else R[i - 1][k] * ((i - 1.0 - factor * k) / i) for k in range(n)])
-        RU = [[None] * n for _ in range(n)]
+        RU: list[list[Any]] = [[None] * n for _ in range(n)]
         for i in range(n):
             for j in range(n):
                 acc = None

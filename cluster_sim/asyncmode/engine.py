@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -46,8 +46,8 @@ class EventQueue:
     """Pending input jumps: arrival time, local target, variable, weight, and the keys that fix
     the order of summation (source gid, synapse order, source spike time)."""
 
+    KEYS: ClassVar[tuple[str, ...]] = ("arrive", "tgt", "var", "w", "src", "row", "spk_t")
     cols: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in EventQueue.KEYS})
-    KEYS = ("arrive", "tgt", "var", "w", "src", "row", "spk_t")
 
     def push(self, **arrays: np.ndarray) -> None:
         for k in self.KEYS:
@@ -78,10 +78,10 @@ class GroupEvents:
     """A coupled group's pending input jumps, by state column: inputs taken from the queue and
     the transmitter pulses its own members' spikes start (which may lie in later intervals)."""
 
-    KEYS = ("arrive", "col", "w", "src", "row", "spk_t")
+    KEYS: ClassVar[tuple[str, ...]] = ("arrive", "col", "w", "src", "row", "spk_t")
     cols: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.zeros(0) for k in GroupEvents.KEYS})
 
-    def push(self, **arrays: np.ndarray) -> None:
+    def push(self, **arrays: Any) -> None:
         for k in self.KEYS:
             self.cols[k] = np.concatenate([self.cols[k], np.asarray(arrays[k], float)])
 
@@ -136,8 +136,8 @@ class AsyncEngine:
         self.dep_tgt = syn.tgt[dep]
         self.dep_lag = syn.lag[dep]
         src = syn.src[dep]
-        lidx_of_gid = {int(g): i for i, g in enumerate(local.gid)} if owner is None else None
         if owner is None:
+            lidx_of_gid = {int(g): i for i, g in enumerate(local.gid)}
             self.dep_local = np.ones(src.size, bool)
             self.dep_L = np.array([lidx_of_gid[int(g)] for g in src], np.int64) if src.size else np.zeros(0, np.int64)
             self.dep_rank = np.zeros(src.size, np.int64)
@@ -323,13 +323,13 @@ class AsyncEngine:
             if n_used:
                 pend.drop_through(float(use[n_used - 1]))
             spk = np.atleast_2d(spk)[0]
-            for m in np.flatnonzero(~np.isnan(spk)):
-                ts = float(spk[m])
-                spk_l.append(g.lidx[m])
+            for mem in map(int, np.flatnonzero(~np.isnan(spk))):
+                ts = float(spk[mem])
+                spk_l.append(g.lidx[mem])
                 spk_t.append(ts)
-                for col, d, A, t_max, order in pulses[m]:
+                for col, d, A, t_max, order in pulses[mem]:
                     on = ts + d
-                    pend.push(arrive=[on, on + t_max], col=[col, col], w=[A, -A], src=[g.gid[m]] * 2,
+                    pend.push(arrive=[on, on + t_max], col=[col, col], w=[A, -A], src=[g.gid[mem]] * 2,
                               row=[-2 - order] * 2, spk_t=[ts, ts])
         st["ev_ptr"][:] = 0
         for r_i, m, s_rows, times in rec_members:

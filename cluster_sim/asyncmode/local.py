@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def lookahead_ms(spec: JobSpec) -> float:
 class Block:
     """The local neurons of one model."""
 
-    model: object
+    model: Any  # a NeuronModel
     members: list[tuple[str, np.ndarray]]  # (population, local positions within it) in order
     lidx: np.ndarray  # rank-local neuron index of each row
     gid: np.ndarray

@@ -60,7 +60,8 @@ def _r_matrix(factor: float) -> np.ndarray:
 _U = _r_matrix(1.0)  # upper triangular
 
 STATE_KEYS = ("t", "D", "order", "h", "n_equal", "restart", "fire_t", "ev_ptr", "failed")
-COUNTER_KEYS = ("steps", "rejected", "rhs", "restarts", "newton_fail")
+# iters: loop iterations in which the neuron was live (its useful share of the batch's work)
+COUNTER_KEYS = ("steps", "rejected", "rhs", "restarts", "newton_fail", "iters")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class BdfKernel:
         self._err = tf.constant(_ERROR_CONST, f64)
         self._rows = tf.range(ROWS, dtype=tf.int32)[:, None, None]  # [R,1,1]
         self._fn = tf.function(self._advance, jit_compile=jit_compile, autograph=False)
+        self._concrete: dict[tuple, Any] = {}
 
     # -- the model --------------------------------------------------------------------------
 
@@ -128,6 +130,11 @@ class BdfKernel:
         return tf.reduce_sum(D * sel, axis=0)
 
     def _change_D(self, D: Any, q: Any, factor: Any) -> Any:
+        """As ``_rescale``, computed only when some lane of the batch has a factor other than 1."""
+        tf = self.tf
+        return tf.cond(tf.reduce_any(factor != 1.0), lambda: self._rescale(D, q, factor), lambda: D)
+
+    def _rescale(self, D: Any, q: Any, factor: Any) -> Any:
         """Re-express the history for step h·factor (per neuron), rows 0..q: D[:q+1] ← (R·U)ᵀ D[:q+1]
         with R[i,k] = Π_{r=1..i} (r-1-factor·k)/r and U = R at factor 1. Unrolled over the
         6×6 entries as elementwise [B] arithmetic: batched 6×6 matmuls cost ~10x more on XLA:CPU."""
@@ -149,6 +156,7 @@ class BdfKernel:
                     acc = term if acc is None else acc + term
                 RU[i][j] = acc if acc is not None else tf.zeros_like(factor)
         rows = [D[i] for i in range(D.shape[0])]
+        q = tf.where(factor == 1.0, -tf.ones_like(q), q)  # factor 1 is the identity: leave the lane as it is
         inq = [tf.cast(i <= q, tf.float64)[:, None] for i in range(n)]
         out = []
         for j in range(n):
@@ -166,6 +174,7 @@ class BdfKernel:
         tf = self.tf
         # Tolerances are inputs, not constants, so that one compilation serves every tolerance.
         self.rtol, self.atol, self.newton_tol = tol[0], tol[1], tol[2]
+        min_live = tol[3]  # stop once this few lanes are live: the host goes on with a smaller batch
         f64, i32 = tf.float64, tf.int32
         B = tf.shape(t_stop)[0]
         n_ev = tf.shape(ev_t)[1]
@@ -196,19 +205,21 @@ class BdfKernel:
             s["ev_ptr"] = s["ev_ptr"] + tf.cast(due, i32)
             s["restart"] = s["restart"] | due
             te, _ = next_event(s["ev_ptr"])
-            # 2. Restart (start, or after a jump): order 1, initial step from Hairer's estimate.
-            # Computed for every neuron and applied where needed: a tf.cond here would copy the
-            # whole loop state on XLA:CPU, which costs more than the two RHS evaluations.
-            s, c = self._restart(s, c, act & s["restart"], params, amps)
+            # 2. Restart (start, or after a jump): order 1, initial step from Hairer's estimate;
+            # only in iterations where some lane restarts (most iterations have none).
+            need = act & s["restart"]
+            s, c = tf.cond(tf.reduce_any(need), lambda: self._restart(s, c, need, params, amps), lambda: (s, c))
             # 3. One step attempt towards min(stop, next event).
             target = tf.minimum(t_stop, te)
             go = act & (s["t"] < target)
             s, c, spk2, sv = self._attempt(s, c, go, target, params, amps, thresh, refr, smp_t, sv)
             spk = tf.where(tf.math.is_nan(spk2), spk, spk2)
+            c["iters"] = c["iters"] + tf.cast(act, i32)
             return it + 1, s, c, spk, sv
 
         def cond(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
-            return (it < max_iter) & tf.reduce_any(live(s, spk))
+            n_live = tf.reduce_sum(tf.cast(live(s, spk), f64))
+            return (it < max_iter) & (n_live > 0.0) & ((it == 0) | (n_live > min_live))
 
         _, st, counters, spike, smp_v = tf.while_loop(cond, body, (tf.constant(0, i32), st, counters, spike, smp_v))
         return st, spike, counters, smp_v
@@ -413,17 +424,27 @@ class BdfKernel:
 
     def advance(self, st: dict[str, Any], t_stop: np.ndarray, ev_t: np.ndarray, ev_w: np.ndarray, params: np.ndarray,
                 amps: np.ndarray, thresh: np.ndarray, refr: np.ndarray, max_iter: int, rtol: float, atol: float,
-                smp_t: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
+                smp_t: np.ndarray | None = None, *, min_live: int = 0
+                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """One call; ``smp_t`` [B, S] are sample times (+inf = none), the last output their values
-        [B, S, nv] (NaN where no step of this call covered the time)."""
+        [B, S, nv] (NaN where no step of this call covered the time). The call returns after
+        ``max_iter`` iterations, when no neuron is live, or (after the first iteration) when at
+        most ``min_live`` are: the caller goes on with those in a smaller batch."""
         tf = self.tf
         newton_tol = max(10.0 * np.finfo(float).eps / rtol, min(0.03, rtol ** 0.5))
         if smp_t is None:
             smp_t = np.full((t_stop.shape[0], 1), np.inf)
-        out, spk, cnt, smp = self._fn({k: tf.constant(v) for k, v in st.items()}, tf.constant(t_stop), tf.constant(ev_t),
-                                      tf.constant(ev_w), tf.constant(smp_t), tf.constant(params), tf.constant(amps),
-                                      tf.constant(thresh), tf.constant(refr), tf.constant(max_iter, tf.int32),
-                                      tf.constant([rtol, atol, newton_tol], tf.float64))
+        args = ({k: tf.constant(v) for k, v in st.items()}, tf.constant(t_stop), tf.constant(ev_t),
+                tf.constant(ev_w), tf.constant(smp_t), tf.constant(params), tf.constant(amps),
+                tf.constant(thresh), tf.constant(refr), tf.constant(max_iter, tf.int32),
+                tf.constant([rtol, atol, newton_tol, float(min_live)], tf.float64))
+        # A concrete function per input signature: calling it skips tf.function's argument
+        # binding and trace-cache lookup (a large part of the fixed cost of a call).
+        key = tuple((tuple(a.shape.as_list()), a.dtype) for a in tf.nest.flatten(args))
+        fn = self._concrete.get(key)
+        if fn is None:
+            fn = self._concrete[key] = self._fn.get_concrete_function(*args)
+        out, spk, cnt, smp = fn(*args)
         spk = spk.numpy()
         return ({k: v.numpy() for k, v in out.items()}, spk[:, 0] if len(self.v_cols) == 1 else spk,
                 {k: v.numpy() for k, v in cnt.items()}, smp.numpy())

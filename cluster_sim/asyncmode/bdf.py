@@ -19,8 +19,8 @@ per neuron identical however the batch is composed (bitwise: no cross-neuron red
   covers each time (its interpolating polynomial), never from extra steps: the sample times
   are inputs, and filled slots (NaN otherwise) an output.
 * Spikes: an upward crossing of the threshold within an accepted step is located by bisection
-  on the step's interpolating polynomial (dense output), not at the step end; the neuron then
-  pauses for the rest of the call so that the host collects at most one spike per call.
+  on the step's interpolating polynomial (dense output), not at the step end. A call holds up
+  to ``spike_slots`` spikes per neuron; a neuron whose slots are full pauses for the rest of it.
 
 The kernel knows nothing of MPI, files or the schedule: stop times and events are inputs.
 """
@@ -170,7 +170,7 @@ class BdfKernel:
     # -- one call ---------------------------------------------------------------------------
 
     def _advance(self, st: dict[str, Any], t_stop: Any, ev_t: Any, ev_w: Any, smp_t: Any, params: Any, amps: Any,
-                 thresh: Any, refr: Any, max_iter: Any, tol: Any) -> tuple[dict[str, Any], Any, dict[str, Any], Any]:
+                 thresh: Any, refr: Any, max_iter: Any, tol: Any, spike0: Any) -> tuple[dict[str, Any], Any, dict[str, Any], Any]:
         tf = self.tf
         # Tolerances are inputs, not constants, so that one compilation serves every tolerance.
         self.rtol, self.atol, self.newton_tol = tol[0], tol[1], tol[2]
@@ -181,7 +181,8 @@ class BdfKernel:
         big = tf.constant(np.inf, f64)
         zeros_i = tf.zeros([B], i32)
         counters = {k: zeros_i for k in COUNTER_KEYS}
-        spike = tf.fill([B, len(self.v_cols)], tf.constant(np.nan, f64))
+        spike = spike0  # [B, K, M]: K spike slots per lane, one time per voltage column (NaN: none)
+        n_slots = tf.shape(spike0)[1]
         smp_v = tf.fill([B, tf.shape(smp_t)[1], self.nv], tf.constant(np.nan, f64))
 
         def next_event(ptr: Any) -> tuple[Any, Any]:
@@ -191,7 +192,8 @@ class BdfKernel:
 
         def live(s: dict[str, Any], spk: Any) -> Any:
             te, _ = next_event(s["ev_ptr"])
-            return (((s["t"] < t_stop) | (te <= s["t"])) & tf.reduce_all(tf.math.is_nan(spk), axis=1) & ~s["failed"])
+            room = ~tf.reduce_all(tf.reduce_any(~tf.math.is_nan(spk), axis=2), axis=1)  # a free slot left
+            return ((s["t"] < t_stop) | (te <= s["t"])) & room & ~s["failed"]
 
         def body(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
             s, c = dict(s), dict(c)
@@ -213,7 +215,11 @@ class BdfKernel:
             target = tf.minimum(t_stop, te)
             go = act & (s["t"] < target)
             s, c, spk2, sv = self._attempt(s, c, go, target, params, amps, thresh, refr, smp_t, sv)
-            spk = tf.where(tf.math.is_nan(spk2), spk, spk2)
+            # A step's spikes (of any voltage column) go to the lane's first free slot.
+            got = tf.reduce_any(~tf.math.is_nan(spk2), axis=1)
+            used = tf.reduce_sum(tf.cast(tf.reduce_any(~tf.math.is_nan(spk), axis=2), i32), axis=1)
+            put = tf.equal(tf.range(n_slots)[None, :], used[:, None]) & got[:, None]
+            spk = tf.where(put[:, :, None], spk2[:, None, :], spk)
             c["iters"] = c["iters"] + tf.cast(act, i32)
             return it + 1, s, c, spk, sv
 
@@ -424,12 +430,14 @@ class BdfKernel:
 
     def advance(self, st: dict[str, Any], t_stop: np.ndarray, ev_t: np.ndarray, ev_w: np.ndarray, params: np.ndarray,
                 amps: np.ndarray, thresh: np.ndarray, refr: np.ndarray, max_iter: int, rtol: float, atol: float,
-                smp_t: np.ndarray | None = None, *, min_live: int = 0
+                smp_t: np.ndarray | None = None, *, min_live: int = 0, spike_slots: int = 1
                 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """One call; ``smp_t`` [B, S] are sample times (+inf = none), the last output their values
         [B, S, nv] (NaN where no step of this call covered the time). The call returns after
         ``max_iter`` iterations, when no neuron is live, or (after the first iteration) when at
-        most ``min_live`` are: the caller goes on with those in a smaller batch."""
+        most ``min_live`` are: the caller goes on with those in a smaller batch. Spikes: [B]
+        (or [B, M] for M voltage columns) with one slot, else [B, spike_slots] (or [B, K, M]),
+        in the order they happened, NaN-padded."""
         tf = self.tf
         newton_tol = max(10.0 * np.finfo(float).eps / rtol, min(0.03, rtol ** 0.5))
         if smp_t is None:
@@ -437,7 +445,8 @@ class BdfKernel:
         args = ({k: tf.constant(v) for k, v in st.items()}, tf.constant(t_stop), tf.constant(ev_t),
                 tf.constant(ev_w), tf.constant(smp_t), tf.constant(params), tf.constant(amps),
                 tf.constant(thresh), tf.constant(refr), tf.constant(max_iter, tf.int32),
-                tf.constant([rtol, atol, newton_tol, float(min_live)], tf.float64))
+                tf.constant([rtol, atol, newton_tol, float(min_live)], tf.float64),
+                tf.fill([t_stop.shape[0], spike_slots, len(self.v_cols)], tf.constant(np.nan, tf.float64)))
         # A concrete function per input signature: calling it skips tf.function's argument
         # binding and trace-cache lookup (a large part of the fixed cost of a call).
         key = tuple((tuple(a.shape.as_list()), a.dtype) for a in tf.nest.flatten(args))
@@ -446,7 +455,9 @@ class BdfKernel:
             fn = self._concrete[key] = self._fn.get_concrete_function(*args)
         out, spk, cnt, smp = fn(*args)
         spk = spk.numpy()
-        return ({k: v.numpy() for k, v in out.items()}, spk[:, 0] if len(self.v_cols) == 1 else spk,
+        if spike_slots == 1:
+            spk = spk[:, 0]
+        return ({k: v.numpy() for k, v in out.items()}, spk[..., 0] if len(self.v_cols) == 1 else spk,
                 {k: v.numpy() for k, v in cnt.items()}, smp.numpy())
 
 

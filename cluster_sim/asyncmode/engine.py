@@ -26,8 +26,9 @@ from cluster_sim.asyncmode import bdf, sampling
 from cluster_sim.asyncmode.local import LocalNetwork
 from cluster_sim.errors import RunError
 
-MAX_ITER_PER_CALL = 32
+MAX_ITER_PER_CALL = 256  # the early return of large batches, not this cap, keeps lanes busy
 EVENTS_PER_CALL = 8
+SPIKES_PER_CALL = 4  # spike slots per neuron and call: a neuron pauses only once they are full
 
 
 BUCKET_STEP = 8  # each batch size is this many times the next smaller one
@@ -223,7 +224,7 @@ class AsyncEngine:
                                _pad(block.params[none], B, "params"), _pad(block.amps[none], B, "params"),
                                _pad(block.thresh[none], B, "params"), _pad(block.refr[none], B, "params"),
                                MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf),
-                               min_live=smaller_bucket(B, block.gid.size))
+                               min_live=smaller_bucket(B, block.gid.size), spike_slots=SPIKES_PER_CALL)
         self.compile_s += time.perf_counter() - t0
 
     def run_interval(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -318,7 +319,8 @@ class AsyncEngine:
             out, spk, cnt, got = kernel.advance(sub, tt, et, ew, _pad(block.params[r], pad, "params"),
                                                 _pad(block.amps[r], pad, "params"), _pad(block.thresh[r], pad, "params"),
                                                 _pad(block.refr[r], pad, "params"), MAX_ITER_PER_CALL,
-                                                self.rtol, self.atol, sm, min_live=smaller_bucket(B, block.gid.size))
+                                                self.rtol, self.atol, sm, min_live=smaller_bucket(B, block.gid.size),
+                                                spike_slots=SPIKES_PER_CALL)
             iters = cnt["iters"]
             self.calls["kernel_calls"] += 1
             self.calls["lanes"] += B
@@ -337,10 +339,10 @@ class AsyncEngine:
                 bad = int(np.flatnonzero(out["failed"][:n])[0])
                 raise RunError(f"the BDF step size fell below {bdf.H_MIN_MS:g} ms for neuron gid {int(block.gid[r[bad]])} "
                                f"at t = {out['t'][bad]:.6f} ms; loosen integrator.rtol/atol or check the model parameters")
-            hit = ~np.isnan(spk[:n])
-            if hit.any():
-                spk_l.append(block.lidx[r[hit]])
-                spk_t.append(spk[:n][hit])
+            lane, slot = np.nonzero(~np.isnan(spk[:n]))  # [n, K]: per lane, in the order fired
+            if lane.size:
+                spk_l.append(block.lidx[r[lane]])
+                spk_t.append(spk[lane, slot])
             first[active] += out["ev_ptr"][:n]
             t = out["t"][:n]
             live = (t < t_stop[active]) | (first[active] < n_events[active])

@@ -182,7 +182,7 @@ class BdfKernel:
         zeros_i = tf.zeros([B], i32)
         counters = {k: zeros_i for k in COUNTER_KEYS}
         spike = spike0  # [B, K, M]: K spike slots per lane, one time per voltage column (NaN: none)
-        n_slots = tf.shape(spike0)[1]
+        n_slots = int(spike0.shape[1])  # static: the loop keeps the buffer's shape
         smp_v = tf.fill([B, tf.shape(smp_t)[1], self.nv], tf.constant(np.nan, f64))
 
         def next_event(ptr: Any) -> tuple[Any, Any]:

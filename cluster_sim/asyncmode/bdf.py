@@ -39,6 +39,7 @@ NEWTON_MAXITER = 4
 MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
 BISECTIONS = 60  # brackets a spike time to 2^-60 of the step: below float64 resolution
 H_MIN_MS = 1e-12
+FEW_LANES = 32  # lanes of the gathered batch for work only a few lanes need (spike times, samples)
 
 # NDF coefficients (Shampine & Reichelt 1997, Table 1); kappa = 0 gives classic BDF at order 5.
 _KAPPA = np.array([0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0])
@@ -340,17 +341,18 @@ class BdfKernel:
         fire = s["fire_t"] if s["fire_t"].shape.rank == 2 else s["fire_t"][:, None]
         v_old, v_new = tf.gather(D[0], self.v_cols, axis=1), tf.gather(Dacc[0], self.v_cols, axis=1)
         cross = accept[:, None] & (v_old < th) & (v_new >= th)
-        t_spk = tf.cond(tf.reduce_any(cross), lambda: self._root(Dacc, q, t, t_new, h, th),
-                        lambda: tf.broadcast_to(t_new[:, None], tf.shape(th)))
+        no_spk = tf.broadcast_to(t_new[:, None], tf.shape(th))
+        t_spk = self._on_lanes(tf.reduce_any(cross, axis=1), lambda D_, q_, t_, tn_, h_, th_: self._root(D_, q_, t_, tn_, h_, th_),
+                               no_spk, (Dacc, 1), (q, 0), (t, 0), (t_new, 0), (h, 0), (th, 0))
         spiked = cross & (t_spk - fire >= rf)
         fire = tf.where(spiked, t_spk, fire)
         s["fire_t"] = fire if s["fire_t"].shape.rank == 2 else fire[:, 0]
         spike = tf.where(spiked, t_spk, tf.fill(tf.shape(th), tf.constant(np.nan, f64)))
         # Samples inside the accepted step (t, t_new]: its own interpolant, before any rescaling.
         in_step = accept[:, None] & (smp_t > t[:, None]) & (smp_t <= t_new[:, None])
-        smp_v = tf.cond(tf.reduce_any(in_step),
-                        lambda: tf.where(in_step[:, :, None], self._interp(Dacc, q, t_new, h, smp_t), smp_v),
-                        lambda: smp_v)
+        smp_v = self._on_lanes(tf.reduce_any(in_step, axis=1),
+                               lambda D_, q_, tn_, h_, st_, in_, sv_: tf.where(in_[:, :, None], self._interp(D_, q_, tn_, h_, st_), sv_),
+                               smp_v, (Dacc, 1), (q, 0), (t_new, 0), (h, 0), (smp_t, 0), (in_step, 0), (smp_v, 0))
         # Order and step for the next step, after q+1 steps at the same size.
         n_eq_acc = n_equal + 1
         consider = accept & (n_eq_acc >= q + 1)
@@ -383,6 +385,26 @@ class BdfKernel:
         s["failed"] = s["failed"] | (reject & (h * shrink < H_MIN_MS))
         c["steps"] = c["steps"] + tf.cast(accept, i32)
         return s, c, spike, smp_v
+
+    def _on_lanes(self, mask: Any, fn: Callable[..., Any], base: Any, *lane_args: tuple[Any, int]) -> Any:
+        """``fn`` (elementwise per lane) where ``mask``, ``base`` elsewhere, at the cost of the
+        masked lanes only: none → skipped; up to FEW_LANES → gathered into a batch of that size
+        (a multiple of 32: the same vector arithmetic per lane, so bitwise as in the full batch),
+        computed and scattered back; more → computed on the whole batch. Arguments are
+        (tensor, lane axis) pairs."""
+        tf = self.tf
+        B = mask.shape[0]
+        whole = lambda: fn(*(a for a, _ in lane_args))  # noqa: E731
+        if B is None or B <= FEW_LANES:
+            return tf.cond(tf.reduce_any(mask), whole, lambda: base)
+
+        def few() -> Any:
+            idx = tf.math.top_k(tf.cast(mask, tf.int32), k=FEW_LANES).indices  # the masked lanes first
+            got = fn(*(tf.gather(a, idx, axis=ax) for a, ax in lane_args))
+            return tf.tensor_scatter_nd_update(base, idx[:, None], got)
+
+        n = tf.reduce_sum(tf.cast(mask, tf.int32))
+        return tf.cond(n == 0, lambda: base, lambda: tf.cond(n <= FEW_LANES, few, whole))
 
     def _interp(self, D: Any, q: Any, t_new: Any, h: Any, tau: Any) -> Any:
         """Every variable at times tau [B, S] on the accepted step's interpolating polynomial

@@ -339,7 +339,8 @@ class AsyncEngine:
                 bad = int(np.flatnonzero(out["failed"][:n])[0])
                 raise RunError(f"the BDF step size fell below {bdf.H_MIN_MS:g} ms for neuron gid {int(block.gid[r[bad]])} "
                                f"at t = {out['t'][bad]:.6f} ms; loosen integrator.rtol/atol or check the model parameters")
-            lane, slot = np.nonzero(~np.isnan(spk[:n]))  # [n, K]: per lane, in the order fired
+            spk = spk.reshape(spk.shape[0], -1)  # [B, K] (one slot comes back as [B])
+            lane, slot = np.nonzero(~np.isnan(spk[:n]))  # per lane, in the order fired
             if lane.size:
                 spk_l.append(block.lidx[r[lane]])
                 spk_t.append(spk[lane, slot])

@@ -340,22 +340,19 @@ def test_spike_sources_give_the_same_trains_as_bsp() -> None:
     assert np.array_equal(g_async[oa], g_bsp[ob]) and np.array_equal(t_async[oa], t_bsp[ob])
 
 
-def test_call_boundaries_and_batch_sizes_leave_spikes_bitwise_unchanged(tmp_path: Path, monkeypatch) -> None:
-    """How the engine cuts an interval into kernel calls (the batch-size ladder with its early
-    return, spike slots per call, iterations per call) changes which lanes share a call and
-    when it returns, never a neuron's arithmetic: spikes are bitwise the same. run.json reports
-    the calls."""
+def test_spike_slots_leave_spikes_bitwise_unchanged_and_run_json_reports_calls(tmp_path: Path, monkeypatch) -> None:
+    """Spike slots per call change when a spiking neuron's call ends, never its arithmetic:
+    spikes are bitwise the same with 4 slots and with 1 (a spike ends the neuron's call), and
+    the extra calls show in run.json's kernel-call figures. 60 neurons: two batch sizes."""
     from cluster_sim.asyncmode import engine
 
     text = TOPOLOGIES.replace("[populations.E]\nmodel = \"cobahh\"\ncount = 12", "[populations.E]\nmodel = \"cobahh\"\ncount = 42")
-    assert engine.buckets(60) == [32, 64]  # 60 neurons: two batch sizes, the larger returning early
-    res_a, spk_a = _run_inproc(text, tmp_path, "ladder")
+    assert engine.buckets(60) == [32, 64]
+    res_a, spk_a = _run_inproc(text, tmp_path, "slots4")
     counts = {p: t.size for p, (t, _) in spk_a.items()}
     assert counts["E"] > 10 and counts["R"] > 10, counts
-    monkeypatch.setattr(engine, "buckets", lambda full: [max(32, -(-full // 32) * 32)])  # one size, no early return
     monkeypatch.setattr(engine, "SPIKES_PER_CALL", 1)
-    monkeypatch.setattr(engine, "MAX_ITER_PER_CALL", 8)
-    res_b, spk_b = _run_inproc(text, tmp_path, "single")
+    res_b, spk_b = _run_inproc(text, tmp_path, "slots1")
     assert _same(spk_a, spk_b)
     a, b = res_a.info, res_b.info
     assert a["steps_per_neuron"] == b["steps_per_neuron"] and a["rhs_evals_per_neuron"] == b["rhs_evals_per_neuron"]

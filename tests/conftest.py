@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from cluster_sim.runtime.device import prepare_environment
+
+# XLA flags (one arithmetic for every batch lane, see cluster_sim/runtime/device.py) are read
+# once per process: set them before any test imports TensorFlow.
+prepare_environment()
+
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"
 

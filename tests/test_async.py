@@ -331,3 +331,97 @@ def test_spike_sources_give_the_same_trains_as_bsp() -> None:
     assert g_async.size > 10
     oa, ob = np.lexsort((t_async, g_async)), np.lexsort((t_bsp, g_bsp))
     assert np.array_equal(g_async[oa], g_bsp[ob]) and np.array_equal(t_async[oa], t_bsp[ob])
+
+
+def test_spike_slots_leave_spikes_bitwise_unchanged_and_run_json_reports_calls(tmp_path: Path, monkeypatch) -> None:
+    """Spike slots per call change when a spiking neuron's call ends, never its arithmetic:
+    spikes are bitwise the same with 4 slots and with 1 (a spike ends the neuron's call), and
+    the extra calls show in run.json's kernel-call figures. 60 neurons: two batch sizes."""
+    from cluster_sim.asyncmode import engine
+
+    text = TOPOLOGIES.replace("[populations.E]\nmodel = \"cobahh\"\ncount = 12", "[populations.E]\nmodel = \"cobahh\"\ncount = 42")
+    assert engine.buckets(60) == [32, 64]
+    res_a, spk_a = _run_inproc(text, tmp_path, "slots4")
+    counts = {p: t.size for p, (t, _) in spk_a.items()}
+    assert counts["E"] > 10 and counts["R"] > 10, counts
+    monkeypatch.setattr(engine, "SPIKES_PER_CALL", 1)
+    res_b, spk_b = _run_inproc(text, tmp_path, "slots1")
+    assert _same(spk_a, spk_b)
+    a, b = res_a.info, res_b.info
+    assert a["steps_per_neuron"] == b["steps_per_neuron"] and a["rhs_evals_per_neuron"] == b["rhs_evals_per_neuron"]
+    k_end = math.ceil(a["duration_ms"] / a["grid_ms"])
+    assert k_end <= a["kernel_calls"] < b["kernel_calls"], (a["kernel_calls"], b["kernel_calls"])
+    for info in (a, b):
+        assert 0.0 < info["useful_lane_fraction"] <= 1.0 and info["compile_seconds"] > 0.0
+        assert 32 <= info["lanes_per_call"] <= 64
+        assert info["traces_during_run"] == 0
+
+
+def _topologies_60(duration_ms: float) -> str:
+    return TOPOLOGIES.replace("[populations.E]\nmodel = \"cobahh\"\ncount = 12", "[populations.E]\nmodel = \"cobahh\"\ncount = 42") \
+        .replace("duration_ms = 40.0", f"duration_ms = {duration_ms}")
+
+
+def test_iteration_cap_and_early_return_leave_spikes_bitwise_unchanged(tmp_path: Path, monkeypatch) -> None:
+    """Calls cut after 8 iterations (and the batch ladder's early return at other points) put
+    neurons at other lanes of other batches; spikes must not move by a single bit (the clique A
+    moved by ~1e-13 ms when XLA:CPU's fusion emitters gave the last lanes another exp())."""
+    from cluster_sim.asyncmode import engine
+
+    res_a, spk_a = _run_inproc(_topologies_60(20.0), tmp_path, "cap256")
+    monkeypatch.setattr(engine, "MAX_ITER_PER_CALL", 8)
+    res_b, spk_b = _run_inproc(_topologies_60(20.0), tmp_path, "cap8")
+    assert res_b.info["kernel_calls"] > 5 * res_a.info["kernel_calls"]
+    assert spk_a["A"][0].size > 5
+    assert _same(spk_a, spk_b)
+
+
+def test_lane_results_do_not_depend_on_batch_position(tmp_path: Path, monkeypatch) -> None:
+    """Batch composition: the same 32 neurons (events, restarts and spikes included) in a
+    32-lane call in order and reversed, and 28 of them at the top of the batch, give bitwise
+    the same result per neuron."""
+    from cluster_sim.asyncmode import engine
+
+    seen = {}
+    orig = engine.AsyncEngine.run_interval
+
+    def spy(self, batch, k):
+        seen["eng"] = self
+        return orig(self, batch, k)
+
+    monkeypatch.setattr(engine.AsyncEngine, "run_interval", spy)
+    _run_inproc(_topologies_60(6.0), tmp_path, "lanes")
+    eng = seen["eng"]
+    block, st, kernel = eng.local.blocks[0], eng.states[0], eng.kernels[0]
+    nv, E, B = st["D"].shape[2], engine.EVENTS_PER_CALL, 32
+    t0 = float(st["t"].max())
+    rng = np.random.default_rng(5)
+
+    def call(rows: np.ndarray) -> dict:
+        n = rows.size
+        pad = B - n
+        sub = {k: engine._pad(v[:, rows] if k == "D" else v[rows], pad, k) for k, v in st.items()}
+        ev_t = np.full((B, E), np.inf)
+        ev_w = np.zeros((B, E, nv))
+        ev_t[:n, :3] = t0 + np.sort(rng_ev_t[rows], axis=1)
+        ev_w[:n, :3, nv - 2] = rng_ev_w[rows]
+        P = lambda x: engine._pad(x[rows], pad, "params")  # noqa: E731
+        out, spk, _, smp = kernel.advance(sub, np.r_[np.full(n, t0 + 4.0), np.zeros(pad)], ev_t, ev_w, P(block.params),
+                                          P(block.amps), P(block.thresh), P(block.refr), 100000, eng.rtol, eng.atol,
+                                          np.r_[np.full((n, 1), t0 + 2.5), np.full((pad, 1), np.inf)],
+                                          spike_slots=engine.SPIKES_PER_CALL)
+        got = {k: (v[:, :n] if k == "D" else v[:n]) for k, v in out.items()}
+        got["spk"], got["smp"] = spk[:n], smp[:n]
+        return {int(r): {k: (v[:, i] if k == "D" else v[i]) for k, v in got.items()} for i, r in enumerate(rows)}
+
+    n_all = st["t"].size
+    rng_ev_t = rng.uniform(0.05, 3.9, (n_all, 3))
+    rng_ev_w = rng.uniform(1.0, 20.0, (n_all, 3))
+    rows = np.arange(min(32, n_all))
+    ref = call(rows)
+    assert int(sum(np.sum(~np.isnan(r["spk"])) for r in ref.values())) > 0
+    for order in (rows[::-1], np.r_[rows[4:], rows[:4]][::-1][:28]):
+        got = call(order)
+        for r, v in got.items():
+            for k in v:
+                assert np.array_equal(v[k], ref[r][k], equal_nan=True), (r, k)

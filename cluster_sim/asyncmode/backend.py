@@ -283,6 +283,7 @@ class AsyncBackend:
                 "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                 "messages_sent": int(sum(mailbox.sent.values())) if mailbox else 0, "messages_received": self.msgs_in,
                 "traces_during_run": self._traces() - self._traces_at_start,
+                "compile_seconds": self.engine.compile_s, **self.engine.calls,
                 **{f"sum_{k}": int(v.sum()) for k, v in self.engine.counters.items()}}
 
     def close(self) -> None:
@@ -302,7 +303,20 @@ class AsyncBackend:
                 "messages": int(sum(r["messages_sent"] for r in per_rank)),
                 # kernel shapes traced (and compiled) after startup, summed over ranks: 0 when
                 # every shape was compiled during startup
-                "traces_during_run": int(sum(r["traces_during_run"] for r in per_rank))}
+                "traces_during_run": int(sum(r["traces_during_run"] for r in per_rank)),
+                **_call_summary(per_rank)}
+
+
+def _call_summary(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """Kernel-call figures of this incarnation over all ranks: how busy the lanes were."""
+    calls = sum(r["kernel_calls"] for r in per_rank)
+    executed = sum(r["lane_iterations"] for r in per_rank)
+    return {"kernel_calls": int(calls),
+            "lanes_per_call": sum(r["lanes"] for r in per_rank) / calls if calls else 0.0,
+            # share of the executed lane-iterations (padding and idle lanes included) that advanced a neuron
+            "useful_lane_fraction": sum(r["useful_lane_iterations"] for r in per_rank) / executed if executed else 0.0,
+            # tracing + XLA compilation of every batch shape during startup, slowest rank
+            "compile_seconds": max((r["compile_seconds"] for r in per_rank), default=0.0)}
 
 
 def _stimuli(net: Any) -> list[bdf.Stimulus]:

@@ -19,8 +19,8 @@ per neuron identical however the batch is composed (bitwise: no cross-neuron red
   covers each time (its interpolating polynomial), never from extra steps: the sample times
   are inputs, and filled slots (NaN otherwise) an output.
 * Spikes: an upward crossing of the threshold within an accepted step is located by bisection
-  on the step's interpolating polynomial (dense output), not at the step end; the neuron then
-  pauses for the rest of the call so that the host collects at most one spike per call.
+  on the step's interpolating polynomial (dense output), not at the step end. A call holds up
+  to ``spike_slots`` spikes per neuron; a neuron whose slots are full pauses for the rest of it.
 
 The kernel knows nothing of MPI, files or the schedule: stop times and events are inputs.
 """
@@ -39,6 +39,7 @@ NEWTON_MAXITER = 4
 MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
 BISECTIONS = 60  # brackets a spike time to 2^-60 of the step: below float64 resolution
 H_MIN_MS = 1e-12
+FEW_LANES = 32  # lanes of the gathered batch for work only a few lanes need (spike times, samples)
 
 # NDF coefficients (Shampine & Reichelt 1997, Table 1); kappa = 0 gives classic BDF at order 5.
 _KAPPA = np.array([0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0])
@@ -60,7 +61,8 @@ def _r_matrix(factor: float) -> np.ndarray:
 _U = _r_matrix(1.0)  # upper triangular
 
 STATE_KEYS = ("t", "D", "order", "h", "n_equal", "restart", "fire_t", "ev_ptr", "failed")
-COUNTER_KEYS = ("steps", "rejected", "rhs", "restarts", "newton_fail")
+# iters: loop iterations in which the neuron was live (its useful share of the batch's work)
+COUNTER_KEYS = ("steps", "rejected", "rhs", "restarts", "newton_fail", "iters")
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class BdfKernel:
         self._err = tf.constant(_ERROR_CONST, f64)
         self._rows = tf.range(ROWS, dtype=tf.int32)[:, None, None]  # [R,1,1]
         self._fn = tf.function(self._advance, jit_compile=jit_compile, autograph=False)
+        self._concrete: dict[tuple, Any] = {}
 
     # -- the model --------------------------------------------------------------------------
 
@@ -131,6 +134,11 @@ class BdfKernel:
         return tf.reduce_sum(D * sel, axis=0)
 
     def _change_D(self, D: Any, q: Any, factor: Any) -> Any:
+        """As ``_rescale``, computed only when some lane of the batch has a factor other than 1."""
+        tf = self.tf
+        return tf.cond(tf.reduce_any(factor != 1.0), lambda: self._rescale(D, q, factor), lambda: D)
+
+    def _rescale(self, D: Any, q: Any, factor: Any) -> Any:
         """Re-express the history for step h·factor (per neuron), rows 0..q: D[:q+1] ← (R·U)ᵀ D[:q+1]
         with R[i,k] = Π_{r=1..i} (r-1-factor·k)/r and U = R at factor 1. Unrolled over the
         6×6 entries as elementwise [B] arithmetic: batched 6×6 matmuls cost ~10x more on XLA:CPU."""
@@ -152,6 +160,7 @@ class BdfKernel:
                     acc = term if acc is None else acc + term
                 RU[i][j] = acc if acc is not None else tf.zeros_like(factor)
         rows = [D[i] for i in range(D.shape[0])]
+        q = tf.where(factor == 1.0, -tf.ones_like(q), q)  # factor 1 is the identity: leave the lane as it is
         inq = [tf.cast(i <= q, tf.float64)[:, None] for i in range(n)]
         out = []
         for j in range(n):
@@ -165,17 +174,19 @@ class BdfKernel:
     # -- one call ---------------------------------------------------------------------------
 
     def _advance(self, st: dict[str, Any], t_stop: Any, ev_t: Any, ev_w: Any, smp_t: Any, params: Any, amps: Any,
-                 thresh: Any, refr: Any, max_iter: Any, tol: Any) -> tuple[dict[str, Any], Any, dict[str, Any], Any]:
+                 thresh: Any, refr: Any, max_iter: Any, tol: Any, spike0: Any) -> tuple[dict[str, Any], Any, dict[str, Any], Any]:
         tf = self.tf
         # Tolerances are inputs, not constants, so that one compilation serves every tolerance.
         self.rtol, self.atol, self.newton_tol = tol[0], tol[1], tol[2]
+        min_live = tol[3]  # stop once this few lanes are live: the host goes on with a smaller batch
         f64, i32 = tf.float64, tf.int32
         B = tf.shape(t_stop)[0]
         n_ev = tf.shape(ev_t)[1]
         big = tf.constant(np.inf, f64)
         zeros_i = tf.zeros([B], i32)
         counters = {k: zeros_i for k in COUNTER_KEYS}
-        spike = tf.fill([B, len(self.v_cols)], tf.constant(np.nan, f64))
+        spike = spike0  # [B, K, M]: K spike slots per lane, one time per voltage column (NaN: none)
+        n_slots = int(spike0.shape[1])  # static: the loop keeps the buffer's shape
         smp_v = tf.fill([B, tf.shape(smp_t)[1], self.nv], tf.constant(np.nan, f64))
 
         def next_event(ptr: Any) -> tuple[Any, Any]:
@@ -185,7 +196,8 @@ class BdfKernel:
 
         def live(s: dict[str, Any], spk: Any) -> Any:
             te, _ = next_event(s["ev_ptr"])
-            return (((s["t"] < t_stop) | (te <= s["t"])) & tf.reduce_all(tf.math.is_nan(spk), axis=1) & ~s["failed"])
+            room = ~tf.reduce_all(tf.reduce_any(~tf.math.is_nan(spk), axis=2), axis=1)  # a free slot left
+            return ((s["t"] < t_stop) | (te <= s["t"])) & room & ~s["failed"]
 
         def body(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
             s, c = dict(s), dict(c)
@@ -199,19 +211,25 @@ class BdfKernel:
             s["ev_ptr"] = s["ev_ptr"] + tf.cast(due, i32)
             s["restart"] = s["restart"] | due
             te, _ = next_event(s["ev_ptr"])
-            # 2. Restart (start, or after a jump): order 1, initial step from Hairer's estimate.
-            # Computed for every neuron and applied where needed: a tf.cond here would copy the
-            # whole loop state on XLA:CPU, which costs more than the two RHS evaluations.
-            s, c = self._restart(s, c, act & s["restart"], params, amps)
+            # 2. Restart (start, or after a jump): order 1, initial step from Hairer's estimate;
+            # only in iterations where some lane restarts (most iterations have none).
+            need = act & s["restart"]
+            s, c = tf.cond(tf.reduce_any(need), lambda: self._restart(s, c, need, params, amps), lambda: (s, c))
             # 3. One step attempt towards min(stop, next event).
             target = tf.minimum(t_stop, te)
             go = act & (s["t"] < target)
             s, c, spk2, sv = self._attempt(s, c, go, target, params, amps, thresh, refr, smp_t, sv)
-            spk = tf.where(tf.math.is_nan(spk2), spk, spk2)
+            # A step's spikes (of any voltage column) go to the lane's first free slot.
+            got = tf.reduce_any(~tf.math.is_nan(spk2), axis=1)
+            used = tf.reduce_sum(tf.cast(tf.reduce_any(~tf.math.is_nan(spk), axis=2), i32), axis=1)
+            put = tf.equal(tf.range(n_slots)[None, :], used[:, None]) & got[:, None]
+            spk = tf.where(put[:, :, None], spk2[:, None, :], spk)
+            c["iters"] = c["iters"] + tf.cast(act, i32)
             return it + 1, s, c, spk, sv
 
         def cond(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
-            return (it < max_iter) & tf.reduce_any(live(s, spk))
+            n_live = tf.reduce_sum(tf.cast(live(s, spk), f64))
+            return (it < max_iter) & (n_live > 0.0) & ((it == 0) | (n_live > min_live))
 
         _, st, counters, spike, smp_v = tf.while_loop(cond, body, (tf.constant(0, i32), st, counters, spike, smp_v))
         return st, spike, counters, smp_v
@@ -326,8 +344,9 @@ class BdfKernel:
         fire = s["fire_t"] if s["fire_t"].shape.rank == 2 else s["fire_t"][:, None]
         v_old, v_new = tf.gather(D[0], self.v_cols, axis=1), tf.gather(Dacc[0], self.v_cols, axis=1)
         cross = accept[:, None] & (v_old < th) & (v_new >= th)
-        t_spk = tf.cond(tf.reduce_any(cross), lambda: self._root(Dacc, q, t, t_new, h, th),
-                        lambda: tf.broadcast_to(t_new[:, None], tf.shape(th)))
+        no_spk = tf.broadcast_to(t_new[:, None], tf.shape(th))
+        t_spk = self._on_lanes(tf.reduce_any(cross, axis=1), lambda D_, q_, t_, tn_, h_, th_: self._root(D_, q_, t_, tn_, h_, th_),
+                               no_spk, (Dacc, 1), (q, 0), (t, 0), (t_new, 0), (h, 0), (th, 0))
         spiked = cross & (t_spk - fire >= rf)
         any_cut = None
         if self.cut_at_spike is not None:
@@ -343,9 +362,9 @@ class BdfKernel:
         # Samples inside the accepted step (t, t_new]: its own interpolant, before any rescaling.
         t_hi = t_new if any_cut is None else tf.where(any_cut, t_cut, t_new)
         in_step = accept[:, None] & (smp_t > t[:, None]) & (smp_t <= t_hi[:, None])
-        smp_v = tf.cond(tf.reduce_any(in_step),
-                        lambda: tf.where(in_step[:, :, None], self._interp(Dacc, q, t_new, h, smp_t), smp_v),
-                        lambda: smp_v)
+        smp_v = self._on_lanes(tf.reduce_any(in_step, axis=1),
+                               lambda D_, q_, tn_, h_, st_, in_, sv_: tf.where(in_[:, :, None], self._interp(D_, q_, tn_, h_, st_), sv_),
+                               smp_v, (Dacc, 1), (q, 0), (t_new, 0), (h, 0), (smp_t, 0), (in_step, 0), (smp_v, 0))
         # Order and step for the next step, after q+1 steps at the same size.
         n_eq_acc = n_equal + 1
         consider = accept & (n_eq_acc >= q + 1)
@@ -385,6 +404,26 @@ class BdfKernel:
             s["restart"] = s["restart"] | any_cut
         c["steps"] = c["steps"] + tf.cast(accept, i32)
         return s, c, spike, smp_v
+
+    def _on_lanes(self, mask: Any, fn: Callable[..., Any], base: Any, *lane_args: tuple[Any, int]) -> Any:
+        """``fn`` (elementwise per lane) where ``mask``, ``base`` elsewhere, at the cost of the
+        masked lanes only: none → skipped; up to FEW_LANES → gathered into a batch of that size
+        (a multiple of 32: the same vector arithmetic per lane, so bitwise as in the full batch),
+        computed and scattered back; more → computed on the whole batch. Arguments are
+        (tensor, lane axis) pairs."""
+        tf = self.tf
+        B = mask.shape[0]
+        whole = lambda: fn(*(a for a, _ in lane_args))  # noqa: E731
+        if B is None or B <= FEW_LANES:
+            return tf.cond(tf.reduce_any(mask), whole, lambda: base)
+
+        def few() -> Any:
+            idx = tf.math.top_k(tf.cast(mask, tf.int32), k=FEW_LANES).indices  # the masked lanes first
+            got = fn(*(tf.gather(a, idx, axis=ax) for a, ax in lane_args))
+            return tf.tensor_scatter_nd_update(base, idx[:, None], got)
+
+        n = tf.reduce_sum(tf.cast(mask, tf.int32))
+        return tf.cond(n == 0, lambda: base, lambda: tf.cond(n <= FEW_LANES, few, whole))
 
     def _interp(self, D: Any, q: Any, t_new: Any, h: Any, tau: Any) -> Any:
         """Every variable at times tau [B, S] on the accepted step's interpolating polynomial
@@ -432,19 +471,34 @@ class BdfKernel:
 
     def advance(self, st: dict[str, Any], t_stop: np.ndarray, ev_t: np.ndarray, ev_w: np.ndarray, params: np.ndarray,
                 amps: np.ndarray, thresh: np.ndarray, refr: np.ndarray, max_iter: int, rtol: float, atol: float,
-                smp_t: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
+                smp_t: np.ndarray | None = None, *, min_live: int = 0, spike_slots: int = 1
+                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """One call; ``smp_t`` [B, S] are sample times (+inf = none), the last output their values
-        [B, S, nv] (NaN where no step of this call covered the time)."""
+        [B, S, nv] (NaN where no step of this call covered the time). The call returns after
+        ``max_iter`` iterations, when no neuron is live, or (after the first iteration) when at
+        most ``min_live`` are: the caller goes on with those in a smaller batch. Spikes: [B]
+        (or [B, M] for M voltage columns) with one slot, else [B, spike_slots] (or [B, K, M]),
+        in the order they happened, NaN-padded."""
         tf = self.tf
         newton_tol = max(10.0 * np.finfo(float).eps / rtol, min(0.03, rtol ** 0.5))
         if smp_t is None:
             smp_t = np.full((t_stop.shape[0], 1), np.inf)
-        out, spk, cnt, smp = self._fn({k: tf.constant(v) for k, v in st.items()}, tf.constant(t_stop), tf.constant(ev_t),
-                                      tf.constant(ev_w), tf.constant(smp_t), tf.constant(params), tf.constant(amps),
-                                      tf.constant(thresh), tf.constant(refr), tf.constant(max_iter, tf.int32),
-                                      tf.constant([rtol, atol, newton_tol], tf.float64))
+        args = ({k: tf.constant(v) for k, v in st.items()}, tf.constant(t_stop), tf.constant(ev_t),
+                tf.constant(ev_w), tf.constant(smp_t), tf.constant(params), tf.constant(amps),
+                tf.constant(thresh), tf.constant(refr), tf.constant(max_iter, tf.int32),
+                tf.constant([rtol, atol, newton_tol, float(min_live)], tf.float64),
+                tf.fill([t_stop.shape[0], spike_slots, len(self.v_cols)], tf.constant(np.nan, tf.float64)))
+        # A concrete function per input signature: calling it skips tf.function's argument
+        # binding and trace-cache lookup (a large part of the fixed cost of a call).
+        key = tuple((tuple(a.shape.as_list()), a.dtype) for a in tf.nest.flatten(args))
+        fn = self._concrete.get(key)
+        if fn is None:
+            fn = self._concrete[key] = self._fn.get_concrete_function(*args)
+        out, spk, cnt, smp = fn(*args)
         spk = spk.numpy()
-        return ({k: v.numpy() for k, v in out.items()}, spk[:, 0] if len(self.v_cols) == 1 else spk,
+        if spike_slots == 1:
+            spk = spk[:, 0]
+        return ({k: v.numpy() for k, v in out.items()}, spk[..., 0] if len(self.v_cols) == 1 else spk,
                 {k: v.numpy() for k, v in cnt.items()}, smp.numpy())
 
 

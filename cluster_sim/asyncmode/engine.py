@@ -16,6 +16,7 @@ The scheduler advances the local neurons furthest behind first (smallest c), as 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -26,19 +27,41 @@ from cluster_sim.asyncmode.groups import new_group_state
 from cluster_sim.asyncmode.local import LocalNetwork
 from cluster_sim.errors import RunError
 
-MAX_ITER_PER_CALL = 32
+MAX_ITER_PER_CALL = 256  # the early return of large batches, not this cap, keeps lanes busy
 EVENTS_PER_CALL = 8
 GROUP_ITER_PER_CALL = 4096  # a group is one lane: no batch to keep in step, so long calls
+SPIKES_PER_CALL = 4  # spike slots per neuron and call: a neuron pauses only once they are full
+
+
+BUCKET_STEP = 8  # each batch size is this many times the next smaller one
+
+
+def buckets(full: int) -> list[int]:
+    """The padded batch sizes of a block of ``full`` neurons, smallest first: 32, 256, ... up to
+    the whole block rounded up to 32. Sizes are multiples of 32 (XLA's vector path for every
+    neuron, hence bitwise identity for any batch composition) and few (each one is an XLA
+    compilation, seconds): a ladder with steps of BUCKET_STEP keeps them to ~log8(full)."""
+    top = max(32, -(-full // 32) * 32)
+    out = [32]
+    while out[-1] * BUCKET_STEP < top:
+        out.append(out[-1] * BUCKET_STEP)
+    if top <= out[-1]:
+        return out
+    if len(out) > 1 and top < 2 * out[-1]:  # a top size just above a rung replaces it
+        out[-1] = top
+        return out
+    return out + [top]
 
 
 def bucket(n: int, full: int) -> int:
-    """Padded batch size: 32 for the stragglers, else the whole block (rounded up to 32). Sizes
-    are multiples of 32 (XLA's vector path for every neuron, hence bitwise identity for any
-    batch composition), and only two per model, because each new size is an XLA compilation
-    (seconds)."""
-    if n <= 32:
-        return 32
-    return max(32, -(-full // 32) * 32)
+    """The smallest batch size of the block's ladder that holds ``n`` neurons."""
+    return next(b for b in buckets(max(full, n)) if b >= n)
+
+
+def smaller_bucket(B: int, full: int) -> int:
+    """The next batch size below ``B`` (0 for the smallest): a call of size B returns once its
+    live neurons fit in it, so that lanes stay busy (the rest goes on in the smaller batch)."""
+    return max([b for b in buckets(full) if b < B], default=0)
 
 
 @dataclass
@@ -116,6 +139,10 @@ class AsyncEngine:
         self.states = [bdf.new_state(b.y0, 0.0) for b in local.blocks]
         self.queue = EventQueue()
         self.counters = {k: np.zeros(n, np.int64) for k in bdf.COUNTER_KEYS}
+        # Kernel-call statistics of this process (run.json): calls, lanes passed (padding
+        # included), lane-iterations executed (lanes × loop iterations) and useful (live lanes).
+        self.calls = {"kernel_calls": 0, "lanes": 0, "lane_iterations": 0, "useful_lane_iterations": 0}
+        self.compile_s = 0.0
         self.source_spikes = source_spikes
         self.sources_done_k = 0  # grid intervals of spike-source output generated so far
         # Recordings: every lane gets the same number of sample slots per call (one compiled
@@ -218,22 +245,25 @@ class AsyncEngine:
     # -- one interval ---------------------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Trace and compile every kernel shape the run will use (the two batch buckets of each
+        """Trace and compile every kernel shape the run will use (the batch buckets of each
         model) with inert lanes, so that compilation is startup and not integration time."""
         E = EVENTS_PER_CALL
+        t0 = time.perf_counter()
         for block, kernel, st in zip(self.local.blocks, self.kernels, self.states):
             nv = st["D"].shape[2]
-            for B in sorted({bucket(1, block.gid.size), bucket(block.gid.size, block.gid.size)}):
+            for B in buckets(block.gid.size):
                 none = np.zeros(0, np.int64)
                 sub = {k: _pad(v[none] if k != "D" else v[:, none], B, k) for k, v in st.items()}
                 kernel.advance(sub, np.zeros(B), np.full((B, E), np.inf), np.zeros((B, E, nv)),
                                _pad(block.params[none], B, "params"), _pad(block.amps[none], B, "params"),
                                _pad(block.thresh[none], B, "params"), _pad(block.refr[none], B, "params"),
-                               MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf))
+                               MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf),
+                               min_live=smaller_bucket(B, block.gid.size), spike_slots=SPIKES_PER_CALL)
         for g, kernel, st in zip(self.local.groups, self.group_kernels, self.gstates):
             inert = dict(st, t=np.zeros(1), restart=np.zeros(1, bool))
             kernel.advance(inert, np.zeros(1), np.full((1, E), np.inf), np.zeros((1, E, g.nv)), np.zeros((1, 0)),
                            np.zeros((1, 0)), g.thresh[None], g.refr[None], 1, self.rtol, self.atol, np.full((1, self.n_slots), np.inf))
+        self.compile_s += time.perf_counter() - t0
 
     def run_interval(self, batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Integrate ``batch`` (local indices, all at interval k) to the end of interval k.
@@ -399,7 +429,13 @@ class AsyncEngine:
             out, spk, cnt, got = kernel.advance(sub, tt, et, ew, _pad(block.params[r], pad, "params"),
                                                 _pad(block.amps[r], pad, "params"), _pad(block.thresh[r], pad, "params"),
                                                 _pad(block.refr[r], pad, "params"), MAX_ITER_PER_CALL,
-                                                self.rtol, self.atol, sm)
+                                                self.rtol, self.atol, sm, min_live=smaller_bucket(B, block.gid.size),
+                                                spike_slots=SPIKES_PER_CALL)
+            iters = cnt["iters"]
+            self.calls["kernel_calls"] += 1
+            self.calls["lanes"] += B
+            self.calls["lane_iterations"] += B * int(iters.max())  # a lane once idle stays idle: max = loop trips
+            self.calls["useful_lane_iterations"] += int(iters[:n].sum())
             got = got[:n]
             smp_v[active] = np.where(np.isnan(got), smp_v[active], got)
             for k, v in out.items():
@@ -413,10 +449,11 @@ class AsyncEngine:
                 bad = int(np.flatnonzero(out["failed"][:n])[0])
                 raise RunError(f"the BDF step size fell below {bdf.H_MIN_MS:g} ms for neuron gid {int(block.gid[r[bad]])} "
                                f"at t = {out['t'][bad]:.6f} ms; loosen integrator.rtol/atol or check the model parameters")
-            hit = ~np.isnan(spk[:n])
-            if hit.any():
-                spk_l.append(block.lidx[r[hit]])
-                spk_t.append(spk[:n][hit])
+            spk = spk.reshape(spk.shape[0], -1)  # [B, K] (one slot comes back as [B])
+            lane, slot = np.nonzero(~np.isnan(spk[:n]))  # per lane, in the order fired
+            if lane.size:
+                spk_l.append(block.lidx[r[lane]])
+                spk_t.append(spk[lane, slot])
             first[active] += out["ev_ptr"][:n]
             t = out["t"][:n]
             live = (t < t_stop[active]) | (first[active] < n_events[active])

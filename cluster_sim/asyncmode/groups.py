@@ -226,13 +226,6 @@ class GroupKernel(bdf.BdfKernel):
         cut = np.array([bool(group.pulses_of(m)) for m in range(len(self.v_cols))])
         self.cut_at_spike = tf.constant(cut) if cut.any() else None
 
-    def _restart(self, s: dict[str, Any], c: dict[str, Any], mask: Any, params: Any, amps: Any) -> Any:
-        # One lane: run the two RHS evaluations of a restart only when it restarts (a batched
-        # kernel computes them for every lane instead, see BdfKernel._restart).
-        tf = self.tf
-        base = super()._restart
-        return tf.cond(tf.reduce_any(mask), lambda: base(s, c, mask, params, amps), lambda: (dict(s), dict(c)))
-
     def _rms(self, x: Any) -> Any:
         return self.tf.reduce_max(self.tf.abs(x), axis=1)  # max norm: see the module docstring
 

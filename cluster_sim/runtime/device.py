@@ -12,6 +12,12 @@ from cluster_sim.errors import ConfigError
 # XLA:CPU's thunk runtime runs each fused op as a separate task; for the small per-step bodies of
 # a neuron kernel the classic whole-program JIT is ~1.2x faster (measured on TF 2.21).
 _XLA_DEFAULT_FLAGS = "--xla_cpu_use_thunk_runtime=false"
+# XLA:CPU's (MLIR) fusion emitters compute the last vector of an elementwise loop on another
+# path than the rest: lanes B-4..B-1 of a batch of B get exp() (hence the RHS) a few ulp off
+# the other lanes. A neuron's arithmetic then depends on its position in the batch, so spikes
+# change with call boundaries and batch composition (and MPI rank count). The classic emitters
+# give every lane the same arithmetic (tests/test_async.py, identical lanes at every position).
+_XLA_LANE_FLAGS = "--xla_cpu_use_fusion_emitters=false"
 
 
 def _tf_version() -> tuple[int, int]:
@@ -30,6 +36,8 @@ def prepare_environment(local_rank: int | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
+    if _tf_version() >= (2, 21) and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_LANE_FLAGS).strip()
     if local_rank is not None:
         choice = gpu_for_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"), _count_node_gpus(),
                                     under_slurm="SLURM_JOB_ID" in os.environ)

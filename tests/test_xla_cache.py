@@ -5,6 +5,7 @@ cannot be written, and TensorFlow imported without Keras/matplotlib."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,21 @@ def test_tensorflow_is_imported_without_keras_or_matplotlib() -> None:
             "import tensorflow as tf\nassert tf.keras.layers.Dense  # still there, imported on first use\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_parent_runs_private_folder_is_not_taken_for_the_users(tmp_path: Path, monkeypatch) -> None:
+    """A process started by a cluster-sim process (a test, `compare`) inherits its TF_XLA_FLAGS;
+    the parent's private folder must not count as a user setting (it vanishes with the parent)."""
+    from cluster_sim.runtime import xla_cache
+
+    parent = tmp_path / "parent-staging"
+    monkeypatch.setattr(xla_cache, "_staging", None)
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={parent}")
+    monkeypatch.setenv("CLUSTER_SIM_XLA_STAGING", str(parent))
+    monkeypatch.setenv("CLUSTER_SIM_XLA_CACHE", str(tmp_path / "cache"))
+    got = xla_cache.configure()
+    assert got.source == "env" and str(parent) not in os.environ["TF_XLA_FLAGS"]
+    monkeypatch.setattr(xla_cache, "_staging", None)
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={parent}")
+    monkeypatch.delenv("CLUSTER_SIM_XLA_STAGING")
+    assert xla_cache.configure().source == "TF_XLA_FLAGS"  # the user's own flag is still left alone

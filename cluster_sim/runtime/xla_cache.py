@@ -41,6 +41,7 @@ from typing import Any, Mapping
 ENV_VAR = "CLUSTER_SIM_XLA_CACHE"
 OFF_VALUES = ("off", "none", "false", "0", "no")
 _FLAG = "--tf_xla_persistent_cache_directory="
+_STAGING_VAR = "CLUSTER_SIM_XLA_STAGING"  # marks the flag above as ours (children inherit both)
 _ENTRY_SUFFIX = ".pb"
 
 _staging: Path | None = None  # this process's folder XLA reads and writes (set once)
@@ -144,6 +145,11 @@ def configure(setting: str = "auto") -> XlaCache:
     ``import tensorflow``); returns the run's cache. Call ``begin`` before compiling."""
     global _staging
     user_dir = _user_flag(os.environ.get("TF_XLA_FLAGS", ""))
+    if user_dir is not None and _staging is None and user_dir == os.environ.get(_STAGING_VAR):
+        # Inherited from a parent cluster-sim process (its private folder, gone when it exits),
+        # not set by the user: drop it and choose this process's own.
+        os.environ["TF_XLA_FLAGS"] = " ".join(f for f in os.environ["TF_XLA_FLAGS"].split() if not f.startswith(_FLAG))
+        user_dir = None
     if user_dir is not None and (_staging is None or user_dir != str(_staging)):
         return XlaCache(Path(user_dir), "TF_XLA_FLAGS")
     root, source = resolve_root(setting)
@@ -159,6 +165,7 @@ def configure(setting: str = "auto") -> XlaCache:
         atexit.register(shutil.rmtree, _staging, True)
         flags = os.environ.get("TF_XLA_FLAGS", "")
         os.environ["TF_XLA_FLAGS"] = f"{flags} {_FLAG}{_staging}".strip()
+        os.environ[_STAGING_VAR] = str(_staging)
     return XlaCache(directory, source, staging=_staging)
 
 

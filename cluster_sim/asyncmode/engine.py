@@ -132,6 +132,8 @@ class AsyncEngine:
         self.group_kernels = list(group_kernels or [])
         self.gstates = [new_group_state(g) for g in local.groups]
         self.gevents = [GroupEvents() for _ in local.groups]
+        # Per group member: the transmitter pulses its spikes start (fixed by the network).
+        self.gpulses = [[g.pulses_of(m) for m in range(g.lidx.size)] for g in local.groups]
         self.rtol, self.atol = float(rtol), float(atol)
         self.rank = rank
         n = local.n_local
@@ -324,7 +326,7 @@ class AsyncEngine:
         smp_v = np.full((self.n_slots, g.nv), np.nan)
         E, nv = EVENTS_PER_CALL, g.nv
         spk_l, spk_t = [], []
-        pulses = {m: g.pulses_of(m) for m in range(g.lidx.size)}
+        pulses = self.gpulses[g_i]
         while True:
             due = pend.due(t_stop)
             times, first = np.unique(due["arrive"], return_index=True)

@@ -224,8 +224,8 @@ def run_cluster_sim(job: str, overrides: Sequence[str], out_dir: str | None = No
     t_start = time.perf_counter()
     from cluster_sim.runtime.device import prepare_environment
 
-    prepare_environment()
     spec = cluster_sim_spec(job, overrides)
+    prepare_environment(mode=spec.simulation.mode)
     from cluster_sim.run import simulate
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_cs_")

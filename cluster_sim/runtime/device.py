@@ -12,12 +12,19 @@ from cluster_sim.errors import ConfigError
 # XLA:CPU's thunk runtime runs each fused op as a separate task; for the small per-step bodies of
 # a neuron kernel the classic whole-program JIT is ~1.2x faster (measured on TF 2.21).
 _XLA_DEFAULT_FLAGS = "--xla_cpu_use_thunk_runtime=false"
-# XLA:CPU's (MLIR) fusion emitters compute the last vector of an elementwise loop on another
-# path than the rest: lanes B-4..B-1 of a batch of B get exp() (hence the RHS) a few ulp off
-# the other lanes. A neuron's arithmetic then depends on its position in the batch, so spikes
-# change with call boundaries and batch composition (and MPI rank count). The classic emitters
-# give every lane the same arithmetic (tests/test_async.py, identical lanes at every position).
-_XLA_LANE_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+# XLA:CPU's (MLIR) fusion emitters compute the last vector of some loops on another path than
+# the rest: in the async BDF kernel, lanes B-4..B-1 of a batch of B got exp() (hence the RHS) a
+# few ulp off the other lanes, so a neuron's arithmetic depended on its position in the batch
+# and spikes moved with call boundaries and batch composition. The classic emitters give every
+# lane the same arithmetic (tests/test_async.py), but their exp() is ~4x slower (5.1 vs 1.3 ns
+# per float64 element here). The BSP kernel's one-dimensional per-neuron loops show no position
+# dependence with the fusion emitters (tests/test_bsp_lanes.py: identical neurons at every
+# position, and the rank-count tests), and it is ~25% faster with them: so the choice is per mode.
+_XLA_LANE_FLAG = "--xla_cpu_use_fusion_emitters"
+_FUSION_EMITTERS = {"bsp": "true", "async": "false"}
+# Marks the lane flag as cluster-sim's own choice (not the user's), so that a child process of
+# another mode (a test, `compare`) may change it.
+_OURS = "CLUSTER_SIM_XLA_LANE_FLAG"
 
 
 def _tf_version() -> tuple[int, int]:
@@ -30,19 +37,34 @@ def _tf_version() -> tuple[int, int]:
     return (0, 0)
 
 
-def prepare_environment(local_rank: int | None = None) -> None:
-    """Environment that must be set before TensorFlow is imported: quiet logs, XLA flags and,
-    under MPI/SLURM, one GPU per local rank."""
+def prepare_environment(local_rank: int | None = None, mode: str | None = None) -> None:
+    """Environment that must be set before TensorFlow is imported: quiet logs, XLA flags (the
+    fusion emitters on for ``mode`` "bsp", off otherwise) and, under MPI/SLURM, one GPU per
+    local rank. Once TensorFlow is imported nothing changes: XLA read its flags then."""
+    import sys
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
-    if _tf_version() >= (2, 21) and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_LANE_FLAGS).strip()
+    if "tensorflow" not in sys.modules:  # else XLA has read its flags: changing them would only mislead children
+        if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
+        if _tf_version() >= (2, 21):
+            _set_lane_flag(_FUSION_EMITTERS.get(mode or "async", "false"))
     if local_rank is not None:
         choice = gpu_for_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"), _count_node_gpus(),
                                     under_slurm="SLURM_JOB_ID" in os.environ)
         if choice is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = choice
+
+
+def _set_lane_flag(value: str) -> None:
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    ours = os.environ.get(_OURS)
+    user_set = any(f.startswith(_XLA_LANE_FLAG) for f in flags) and ours is None
+    if user_set:
+        return  # the user's own choice
+    flags = [f for f in flags if not f.startswith(_XLA_LANE_FLAG)] + [f"{_XLA_LANE_FLAG}={value}"]
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    os.environ[_OURS] = value
 
 
 def _count_node_gpus() -> int:

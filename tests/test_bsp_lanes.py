@@ -1,0 +1,111 @@
+"""The XLA fusion emitters (on for BSP, off for async; ``runtime/device.py``): the BSP kernel must
+give a neuron the same arithmetic at every position of its population's arrays, or results
+would change with the rank count. Checked in fresh processes, as runs get them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cluster_sim.runtime import device
+
+# Neurons of a population hold one of 8 initial states (taken from real neurons), cycling with
+# an offset, and receive one of 8 input trains cycling the same way: after 300 steps every
+# member of a class must be bitwise equal to every other, wherever it sits (the last vector of
+# the arrays included, and without padding: 4000 = 125 x 32).
+_CHECK = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from cluster_sim.runtime.device import prepare_environment
+    prepare_environment(mode="bsp")
+    import tensorflow as tf
+    import tomllib
+    from cluster_sim.spec.load import parse_spec
+    from cluster_sim.engine.kernel import IntervalKernel, initial_state
+    from cluster_sim.network.build import build_network
+    spec = parse_spec(tomllib.loads(sys.argv[1]))
+    net = build_network(spec)
+    k = IntervalKernel(net, precision=spec.integrator.precision, method=spec.integrator.method,
+                       dt_ms=spec.integrator.dt_ms)
+    s0 = initial_state(net)
+    cls = {}
+    for key, v in s0.items():
+        c = (np.arange(v.size) + 3) % 8
+        s0[key] = v[:8][c]
+        cls[key] = c
+    rng = np.random.default_rng(1)
+    m = 10
+    trains = {kk: rng.uniform(0, 3, (m, 8)) * (rng.random((m, 8)) < 0.3) for kk in k.layout.event_keys}
+    st = k.to_device(s0)
+    spikes = 0
+    for i in range(30):
+        inp = {kk: t[:, (np.arange(net.populations[kk.split('.')[0]].local.size) + 3) % 8] for kk, t in trains.items()}
+        res = k.run(st, i * m, m, inp)
+        st = res.state
+        spikes += sum(int(np.sum(~np.isnan(a))) for a in res.spikes.values())
+    bad = []
+    for key, v in k.to_host(st).items():
+        for j in range(8):
+            vals = v[cls[key] == j]
+            if vals.size and not np.array_equal(vals, np.full_like(vals, vals[0]), equal_nan=True):
+                bad.append([key, j, int(np.sum(vals != vals[0]))])
+    print(json.dumps({"bad": bad, "spikes": spikes, "flags": __import__("os").environ.get("XLA_FLAGS", "")}))
+""")
+
+
+def _job(n: int, precision: str) -> str:
+    return textwrap.dedent(f"""
+        name = "lanes"
+        [simulation]
+        duration_ms = 30.0
+        [integrator]
+        method = "exp_euler"
+        dt_ms = 0.1
+        precision = "{precision}"
+        [populations.E]
+        model = "cobahh"
+        count = {n}
+        params = {{ E_leak_mV = -60.0 }}
+        [projections.EE]
+        source = "E"
+        target = "E"
+        synapse = "exp_cond_exc"
+        connect = {{ rule = "bernoulli", p = 0.01 }}
+        weight_nS = 6.0
+        delay_ms = 1.0
+        [output]
+        dir = "unused"
+    """)
+
+
+@pytest.mark.parametrize("n,precision", [(4000, "float64"), (4003, "float64"), (4000, "float32"), (77, "float32")])
+def test_bsp_neuron_arithmetic_does_not_depend_on_position(n: int, precision: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", device._OURS)}
+    out = subprocess.run([sys.executable, "-c", _CHECK, _job(n, precision)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "--xla_cpu_use_fusion_emitters=true" in res["flags"]
+    assert res["spikes"] > 100  # the classes spike: thresholds and refractory logic are exercised
+    assert res["bad"] == []
+
+
+def test_lane_flag_follows_the_mode_unless_the_user_set_it(monkeypatch) -> None:
+    monkeypatch.setattr(device, "_tf_version", lambda: (2, 21))
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
+    monkeypatch.delenv(device._OURS, raising=False)
+    device.prepare_environment(mode="bsp")
+    assert "--xla_cpu_use_fusion_emitters=true" in os.environ["XLA_FLAGS"].split()
+    assert "--xla_foo=1" in os.environ["XLA_FLAGS"].split()
+    device.prepare_environment(mode="async")  # a child of another mode: cluster-sim's own choice changes
+    flags = os.environ["XLA_FLAGS"].split()
+    assert "--xla_cpu_use_fusion_emitters=false" in flags and "--xla_cpu_use_fusion_emitters=true" not in flags
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's: kept in every mode
+    monkeypatch.delenv(device._OURS)
+    device.prepare_environment(mode="async")
+    assert os.environ["XLA_FLAGS"].split().count("--xla_cpu_use_fusion_emitters=true") == 1

@@ -225,7 +225,7 @@ def run_cluster_sim(job: str, overrides: Sequence[str], out_dir: str | None = No
     from cluster_sim.runtime.device import prepare_environment
 
     spec = cluster_sim_spec(job, overrides)
-    prepare_environment(mode=spec.simulation.mode)
+    prepare_environment()
     from cluster_sim.run import simulate
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_cs_")

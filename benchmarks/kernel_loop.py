@@ -40,7 +40,7 @@ M = 10  # steps per interval (1 ms delay / 0.1 ms)
 def w_kernel(cfg: dict) -> dict:
     from cluster_sim.runtime.device import prepare_environment
 
-    prepare_environment(mode="bsp")
+    prepare_environment()
     import numpy as np
     import tensorflow as tf
 
@@ -108,7 +108,7 @@ def w_kernel(cfg: dict) -> dict:
 def w_compaction(cfg: dict) -> dict:
     from cluster_sim.runtime.device import prepare_environment
 
-    prepare_environment(mode="bsp")
+    prepare_environment()
     import numpy as np
     import tensorflow as tf
 
@@ -208,7 +208,7 @@ def main() -> None:
     print(md_table(["N", "precision", "loop", "jit_compile", "ns/neuron-step (call)", "ns/neuron-step (kernel.run)",
                     "call / (while, jit on)", "first call s (trace+compile)"], rows))
     threads = next((r.get("threads") for rs in res.values() for r in rs if "threads" in r), None)
-    print(f"\nTensorFlow threads: {threads}; XLA_FLAGS from cluster_sim.runtime.device.prepare_environment(mode="bsp")")
+    print(f"\nTensorFlow threads: {threads}; XLA_FLAGS from cluster_sim.runtime.device.prepare_environment()")
     path = save("kernel_loop", {"ns": ns, "reps": reps, "summary": summ, "raw": res}, a.quick)
     print(f"wrote {path}")
     if have_matplotlib():

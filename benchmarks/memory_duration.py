@@ -36,7 +36,7 @@ def w_baseline(cfg: dict) -> dict:
     t0 = time.perf_counter()
     from cluster_sim.runtime.device import prepare_environment
 
-    prepare_environment(mode="bsp")
+    prepare_environment()
     import tensorflow as tf
 
     if cfg["what"] == "tf+xla":

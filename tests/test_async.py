@@ -393,7 +393,7 @@ def test_lane_results_do_not_depend_on_batch_position(tmp_path: Path, monkeypatc
     _run_inproc(_topologies_60(6.0), tmp_path, "lanes")
     eng = seen["eng"]
     block, st, kernel = eng.local.blocks[0], eng.states[0], eng.kernels[0]
-    nv, E, B = st["D"].shape[2], engine.EVENTS_PER_CALL, 32
+    nv, E, B = st["D"].shape[2], engine.EVENTS_PER_CALL, 32 + engine.bdf.GUARD_LANES  # guard lanes inert
     t0 = float(st["t"].max())
     rng = np.random.default_rng(5)
 

@@ -1,6 +1,6 @@
-"""The XLA fusion emitters (on for BSP, off for async; ``runtime/device.py``): the BSP kernel must
-give a neuron the same arithmetic at every position of its population's arrays, or results
-would change with the rank count. Checked in fresh processes, as runs get them."""
+"""With XLA's fusion emitters (``runtime/device.py``) the BSP kernel must give a neuron the same
+arithmetic at every position of its population's arrays, or results would change with the rank
+count. Checked in fresh processes, as runs get them."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ _CHECK = textwrap.dedent("""
     import json, sys
     import numpy as np
     from cluster_sim.runtime.device import prepare_environment
-    prepare_environment(mode="bsp")
+    prepare_environment()
     import tensorflow as tf
     import tomllib
     from cluster_sim.spec.load import parse_spec
@@ -94,18 +94,17 @@ def test_bsp_neuron_arithmetic_does_not_depend_on_position(n: int, precision: st
     assert res["bad"] == []
 
 
-def test_lane_flag_follows_the_mode_unless_the_user_set_it(monkeypatch) -> None:
+def test_lane_flag_is_set_unless_the_user_set_it(monkeypatch) -> None:
     monkeypatch.setattr(device, "_tf_version", lambda: (2, 21))
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
     monkeypatch.delenv(device._OURS, raising=False)
-    device.prepare_environment(mode="bsp")
-    assert "--xla_cpu_use_fusion_emitters=true" in os.environ["XLA_FLAGS"].split()
-    assert "--xla_foo=1" in os.environ["XLA_FLAGS"].split()
-    device.prepare_environment(mode="async")  # a child of another mode: cluster-sim's own choice changes
+    device.prepare_environment()
     flags = os.environ["XLA_FLAGS"].split()
-    assert "--xla_cpu_use_fusion_emitters=false" in flags and "--xla_cpu_use_fusion_emitters=true" not in flags
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's: kept in every mode
-    monkeypatch.delenv(device._OURS)
-    device.prepare_environment(mode="async")
+    assert "--xla_cpu_use_fusion_emitters=true" in flags and "--xla_foo=1" in flags
+    device.prepare_environment()  # a child process: cluster-sim's own flag is not repeated
     assert os.environ["XLA_FLAGS"].split().count("--xla_cpu_use_fusion_emitters=true") == 1
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")  # the user's: kept
+    monkeypatch.delenv(device._OURS)
+    device.prepare_environment()
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_use_fusion_emitters=false", "--xla_cpu_use_thunk_runtime=false"]

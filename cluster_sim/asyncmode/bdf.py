@@ -40,6 +40,10 @@ MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
 BISECTIONS = 60  # brackets a spike time to 2^-60 of the step: below float64 resolution
 H_MIN_MS = 1e-12
 FEW_LANES = 32  # lanes of the gathered batch for work only a few lanes need (spike times, samples)
+# Lanes at the end of every batch that never hold a neuron: XLA:CPU's fusion emitters compute the
+# last vector of a loop on another path (exp() a few ulp off), so no neuron may sit there, or its
+# arithmetic would depend on its position in the batch (tests/test_async.py).
+GUARD_LANES = 8
 
 # NDF coefficients (Shampine & Reichelt 1997, Table 1); kappa = 0 gives classic BDF at order 5.
 _KAPPA = np.array([0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0])
@@ -414,11 +418,12 @@ class BdfKernel:
         tf = self.tf
         B = mask.shape[0]
         whole = lambda: fn(*(a for a, _ in lane_args))  # noqa: E731
-        if B is None or B <= FEW_LANES:
+        if B is None or B <= FEW_LANES + GUARD_LANES:
             return tf.cond(tf.reduce_any(mask), whole, lambda: base)
 
         def few() -> Any:
-            idx = tf.math.top_k(tf.cast(mask, tf.int32), k=FEW_LANES).indices  # the masked lanes first
+            # The masked lanes first; the guard lanes at the end are unmasked ones.
+            idx = tf.math.top_k(tf.cast(mask, tf.int32), k=FEW_LANES + GUARD_LANES).indices
             got = fn(*(tf.gather(a, idx, axis=ax) for a, ax in lane_args))
             return tf.tensor_scatter_nd_update(base, idx[:, None], got)
 

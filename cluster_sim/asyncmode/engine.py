@@ -253,14 +253,14 @@ class AsyncEngine:
         t0 = time.perf_counter()
         for block, kernel, st in zip(self.local.blocks, self.kernels, self.states):
             nv = st["D"].shape[2]
-            for B in buckets(block.gid.size):
+            for B in (b + bdf.GUARD_LANES for b in buckets(block.gid.size)):
                 none = np.zeros(0, np.int64)
                 sub = {k: _pad(v[none] if k != "D" else v[:, none], B, k) for k, v in st.items()}
                 kernel.advance(sub, np.zeros(B), np.full((B, E), np.inf), np.zeros((B, E, nv)),
                                _pad(block.params[none], B, "params"), _pad(block.amps[none], B, "params"),
                                _pad(block.thresh[none], B, "params"), _pad(block.refr[none], B, "params"),
                                MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf),
-                               min_live=smaller_bucket(B, block.gid.size), spike_slots=SPIKES_PER_CALL)
+                               min_live=smaller_bucket(B - bdf.GUARD_LANES, block.gid.size), spike_slots=SPIKES_PER_CALL)
         for g, kernel, st in zip(self.local.groups, self.group_kernels, self.gstates):
             inert = dict(st, t=np.zeros(1), restart=np.zeros(1, bool))
             kernel.advance(inert, np.zeros(1), np.full((1, E), np.inf), np.zeros((1, E, g.nv)), np.zeros((1, 0)),
@@ -416,7 +416,8 @@ class AsyncEngine:
         ev_w = np.concatenate([ev_w, np.zeros((rows.size, E + 1, nv))], axis=1)
         while active.size:
             r = rows[active]
-            n, B = active.size, bucket(active.size, block.gid.size)
+            n, cap = active.size, bucket(active.size, block.gid.size)
+            B = cap + bdf.GUARD_LANES  # inert lanes at the end (see bdf.GUARD_LANES)
             pad = B - n
             cols = first[active][:, None] + np.arange(E + 1)[None, :]
             et_all = np.take_along_axis(ev_t[active], cols, axis=1)
@@ -431,7 +432,7 @@ class AsyncEngine:
             out, spk, cnt, got = kernel.advance(sub, tt, et, ew, _pad(block.params[r], pad, "params"),
                                                 _pad(block.amps[r], pad, "params"), _pad(block.thresh[r], pad, "params"),
                                                 _pad(block.refr[r], pad, "params"), MAX_ITER_PER_CALL,
-                                                self.rtol, self.atol, sm, min_live=smaller_bucket(B, block.gid.size),
+                                                self.rtol, self.atol, sm, min_live=smaller_bucket(cap, block.gid.size),
                                                 spike_slots=SPIKES_PER_CALL)
             iters = cnt["iters"]
             self.calls["kernel_calls"] += 1

@@ -274,18 +274,32 @@ class IntervalKernel:
         """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local]
         (or already padded to the kernel's width, as ``RingBuffers.take`` gives it).
         Spikes are returned for the integrated populations only (not for spike sources)."""
+        return self.fetch(self.call(state, self.feeds(step0, n_steps, inputs)))
+
+    # The three parts of ``run``, for a caller that overlaps the call with other work: ``feeds``
+    # and ``fetch`` hold the GIL, ``call`` runs compiled code (and releases it).
+    def feeds(self, step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
         tf = self.tf
-        if not self.layout.fire_keys:  # only spike sources here: nothing to integrate
-            return IntervalResult(state, {}, {}, True)
         steps = tf.range(step0, step0 + n_steps, dtype=tf.int64)
-        feeds = {k: tf.constant(self._pad(inputs[k], k.split(".")[0], 0.0), self.dtype) for k in self.layout.event_keys}
-        # The concrete function for this interval length (at most two: the full interval and the
-        # last, shorter one): calling it skips tf.function's per-call signature matching, a
-        # few hundred µs per interval on a loaded 2-core machine (benchmarks/kernel_loop.py).
+        return steps, {k: tf.constant(self._pad(inputs[k], k.split(".")[0], 0.0), self.dtype) for k in self.layout.event_keys}
+
+    def call(self, state: dict[str, Any], feeds: tuple[Any, dict[str, Any]]) -> tuple[Any, ...]:
+        if not self.layout.fire_keys:  # only spike sources here: nothing to integrate
+            return state, {}, {}, None
+        steps, inc = feeds
+        n_steps = int(steps.shape[0])
+        # The concrete function for this epoch length (a few: the epochs of a whole interval and
+        # of the last, shorter one): calling it skips tf.function's per-call signature matching,
+        # a few hundred µs per call on a loaded 2-core machine (benchmarks/kernel_loop.py).
         fn = self._concrete.get(n_steps)
         if fn is None:
-            fn = self._concrete[n_steps] = self._fn.get_concrete_function(state, steps, feeds)
-        new_state, spikes, samples, finite = fn(state, steps, feeds)
+            fn = self._concrete[n_steps] = self._fn.get_concrete_function(state, steps, inc)
+        return tuple(fn(state, steps, inc))
+
+    def fetch(self, out: tuple[Any, ...]) -> IntervalResult:
+        new_state, spikes, samples, finite = out
+        if finite is None:
+            return IntervalResult(new_state, {}, {}, True)
         sizes = {p: pop.local.size for p, pop in self.net.populations.items()}
         return IntervalResult(new_state, {k: v.numpy()[:, :sizes[k]] for k, v in spikes.items()},
                               {k: v.numpy() for k, v in samples.items()}, bool(finite.numpy()))

@@ -85,7 +85,7 @@ def _simulate_locked(spec: JobSpec, out: Path, *, resume: bool, checkpoint_every
     from cluster_sim.runtime.xla_cache import configure as configure_xla_cache
 
     mpi = active_context()
-    prepare_environment(mpi.local_rank if mpi is not None and comm is not None else None, mode)
+    prepare_environment(mpi.local_rank if mpi is not None and comm is not None else None)
     xla_cache = configure_xla_cache(spec.engine.xla_cache)  # before XLA first compiles
     import_tensorflow()  # its start-up lines filtered unless --verbose
     dev = select_device(spec.engine.device, cpu_threads_for(spec, size, cpu_threads))

@@ -21,7 +21,7 @@ def spec_digest(spec: JobSpec) -> str:
     data.pop("raw")
     data.pop("output")
     data["simulation"].pop("duration_ms")
-    for key in ("device", "partition", "exchange", "xla_cache"):
+    for key in ("device", "partition", "exchange", "xla_cache", "overlap"):
         data["engine"].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -12,18 +12,15 @@ from cluster_sim.errors import ConfigError
 # XLA:CPU's thunk runtime runs each fused op as a separate task; for the small per-step bodies of
 # a neuron kernel the classic whole-program JIT is ~1.2x faster (measured on TF 2.21).
 _XLA_DEFAULT_FLAGS = "--xla_cpu_use_thunk_runtime=false"
-# XLA:CPU's (MLIR) fusion emitters compute the last vector of some loops on another path than
-# the rest: in the async BDF kernel, lanes B-4..B-1 of a batch of B got exp() (hence the RHS) a
-# few ulp off the other lanes, so a neuron's arithmetic depended on its position in the batch
-# and spikes moved with call boundaries and batch composition. The classic emitters give every
-# lane the same arithmetic (tests/test_async.py), but their exp() is ~4x slower (5.1 vs 1.3 ns
-# per float64 element here). The BSP kernel's one-dimensional per-neuron loops show no position
-# dependence with the fusion emitters (tests/test_bsp_lanes.py: identical neurons at every
-# position, and the rank-count tests), and it is ~25% faster with them: so the choice is per mode.
+# XLA:CPU's (MLIR) fusion emitters: exp() ~4x cheaper than the classic emitters' (1.3 vs 5.1 ns
+# per float64 element here; BSP COBAHH integrate -25%, async -17%), but they compute the last
+# vector of some loops on another path, a few ulp off the rest. No neuron may sit there, or its
+# arithmetic would depend on its position (hence on batch composition and rank count): the
+# async kernel keeps guard lanes at the end of every batch (asyncmode/bdf.GUARD_LANES); the BSP
+# kernel's per-neuron loops show no position dependence (tests/test_bsp_lanes.py).
 _XLA_LANE_FLAG = "--xla_cpu_use_fusion_emitters"
-_FUSION_EMITTERS = {"bsp": "true", "async": "false"}
-# Marks the lane flag as cluster-sim's own choice (not the user's), so that a child process of
-# another mode (a test, `compare`) may change it.
+_LANE_FLAG_VALUE = "true"
+# Marks the lane flag as cluster-sim's own choice (not the user's): a user's value is kept.
 _OURS = "CLUSTER_SIM_XLA_LANE_FLAG"
 
 
@@ -37,10 +34,10 @@ def _tf_version() -> tuple[int, int]:
     return (0, 0)
 
 
-def prepare_environment(local_rank: int | None = None, mode: str | None = None) -> None:
-    """Environment that must be set before TensorFlow is imported: quiet logs, XLA flags (the
-    fusion emitters on for ``mode`` "bsp", off otherwise) and, under MPI/SLURM, one GPU per
-    local rank. Once TensorFlow is imported nothing changes: XLA read its flags then."""
+def prepare_environment(local_rank: int | None = None) -> None:
+    """Environment that must be set before TensorFlow is imported: quiet logs, XLA flags and,
+    under MPI/SLURM, one GPU per local rank. Once TensorFlow is imported the XLA flags are left
+    alone: XLA read them then."""
     import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,7 +45,7 @@ def prepare_environment(local_rank: int | None = None, mode: str | None = None) 
         if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
         if _tf_version() >= (2, 21):
-            _set_lane_flag(_FUSION_EMITTERS.get(mode or "async", "false"))
+            _set_lane_flag(_LANE_FLAG_VALUE)
     if local_rank is not None:
         choice = gpu_for_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"), _count_node_gpus(),
                                     under_slurm="SLURM_JOB_ID" in os.environ)

@@ -47,6 +47,11 @@ class EngineSpec:
     partition: str = "auto"  # resolved by build_spec: "components" with in-step couplings, else "block"
     loop: str = "while"  # how the compiled interval iterates its steps: "while" or "scan"
     cpu_threads: int = 0  # TensorFlow intra-op threads per rank on CPU; 0 = automatic
+    # BSP: "on" integrates the next epoch (half an interval) while this one's spikes are
+    # exchanged and delivered; "off" one interval at a time; "auto" = on where the kernel runs on
+    # a GPU (the host is then free), off on CPU (where it measured slower: the kernel thread and
+    # the host thread compete for the rank's cores). Results are bitwise the same either way.
+    overlap: str = "auto"
     # XLA's persistent compilation cache: "auto" ($CLUSTER_SIM_XLA_CACHE, else the user's cache
     # dir), "off", or a folder (runtime/xla_cache.py). Not part of the resume digest.
     xla_cache: str = "auto"
@@ -292,6 +297,7 @@ def build_spec(data: Mapping[str, Any], *, default_name: str = "job") -> JobSpec
         partition=eng_t.string("partition", "auto", choices=PARTITIONS),
         loop=eng_t.string("loop", "while", choices=("while", "scan")),
         cpu_threads=eng_t.integer("cpu_threads", 0, lo=0, hi=4096),
+        overlap=eng_t.string("overlap", "auto", choices=("auto", "on", "off")),
         xla_cache=_xla_cache_setting(eng_t),
     )
     eng_t.finish()

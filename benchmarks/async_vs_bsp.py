@@ -67,6 +67,10 @@ HETERO_EXT = ("ext_a", "ext_b")
 HALVES = {"driven": ("E_a", "I_a"), "quiet": ("E_b", "I_b")}
 HETERO_MODES = ("bsp_rk4", "async")  # exp. Euler left out: the study is async vs RK4, and CPU is scarce
 PARTS = ("low", "sustained", "sweep", "hetero")
+# --hetero-decoupled: the 8 projections between the halves emptied (p = 0), so the quiet half hears
+# nothing of the driven half (the job's projection names: <source>_<target> without underscores)
+CROSS_HALF = [f"projections.{s}_{t}.connect.p=0.0" for s, t in
+              (("Ea", "Eb"), ("Ea", "Ib"), ("Ia", "Eb"), ("Ia", "Ib"), ("Eb", "Ea"), ("Eb", "Ia"), ("Ib", "Ea"), ("Ib", "Ia"))]
 STEPS_TARGET = 5.0
 RUN_TARGET = 0.3  # async run phase / RK4's (issue 10)
 PER_RHS_TARGET = 4.0  # async / RK4 integrate seconds per neuron-RHS evaluation (issue 10)
@@ -216,7 +220,7 @@ def print_crossover(summ: dict[str, Any]) -> None:
           f"{cmp.describe_crossover(cross['wall'], 'async / RK4 wall time (startup included)', 'Hz')}.")
 
 
-def plot_sweep_ratio(summ: dict[str, Any], path: Path, duration_ms: float, n_neurons: int) -> Path | None:
+def plot_sweep_ratio(summ: dict[str, Any], path: Path, duration_ms: float, n_neurons: int, ranks: int = 1) -> Path | None:
     """async / RK4 ratios (run phase, wall, steps) vs the ext rate, log-log, with 1 and the
     interpolated crossover marked."""
     try:
@@ -239,7 +243,7 @@ def plot_sweep_ratio(summ: dict[str, Any], path: Path, duration_ms: float, n_neu
     ax.set_yscale("log")
     ax.set_xlabel("external Poisson rate, populations.ext.params.rate_hz (Hz)")
     ax.set_ylabel("async / BSP RK4 dt 0.01 ms (ratio, < 1: async wins)")
-    ax.set_title(f"{LOW_JOB.name}: {duration_ms:g} ms, {n_neurons} integrated neurons, 1 rank\n{cpu_model()}", fontsize=9)
+    ax.set_title(f"{LOW_JOB.name}: {duration_ms:g} ms, {n_neurons} integrated neurons, {ranks} rank(s)\n{cpu_model()}", fontsize=9)
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -384,7 +388,8 @@ def hetero_trend(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "monotone_steps": all(b[2] <= a[2] for a, b in zip(pts, pts[1:]))}
 
 
-def plot_hetero(rows: Sequence[dict[str, Any]], path: Path, duration_ms: float, n_neurons: int, rate_hz: float) -> Path | None:
+def plot_hetero(rows: Sequence[dict[str, Any]], path: Path, duration_ms: float, n_neurons: int, rate_hz: float,
+                ranks: int = 1, decoupled: bool = False) -> Path | None:
     try:
         plt = rep._pyplot()
     except Exception:
@@ -413,8 +418,8 @@ def plot_hetero(rows: Sequence[dict[str, Any]], path: Path, duration_ms: float, 
     bx.set_title("integration steps per neuron")
     bx.grid(which="both", alpha=0.3)
     bx.legend(fontsize=8)
-    fig.suptitle(f"{HETERO_JOB.name} (COBAHH, driven / quiet halves, mean input {rate_hz:g} Hz): {duration_ms:g} ms, "
-                 f"{n_neurons} integrated neurons, 1 rank — {cpu_model()}", fontsize=9)
+    fig.suptitle(f"{HETERO_JOB.name} (COBAHH, driven / quiet halves{', decoupled' if decoupled else ''}, mean input "
+                 f"{rate_hz:g} Hz): {duration_ms:g} ms, {n_neurons} integrated neurons, {ranks} rank(s) — {cpu_model()}", fontsize=9)
     fig.tight_layout()
     rep._save_fig(fig, path)
     plt.close(fig)
@@ -435,6 +440,8 @@ def main() -> int:
     ap.add_argument("--spreads", help="comma-separated spreads s in [0, 1] for the hetero part (default 0,0.5,0.9,1; quick 0,1)")
     ap.add_argument("--hetero-rate", type=float, help="mean input rate r in Hz of the hetero part (default: the job's, 10)")
     ap.add_argument("--hetero-duration", type=float, help="ms per spread of the hetero part (default: --duration)")
+    ap.add_argument("--hetero-decoupled", action="store_true",
+                    help="hetero part with no projections between the two halves (the quiet half then gets no input at s = 1)")
     ap.add_argument("--skip", action="append", default=[], choices=list(PARTS), help="leave a part out")
     ap.add_argument("--tag", default="", help="name the outputs async_vs_bsp_TAG.json / ..._TAG.png (keeps earlier results)")
     ap.add_argument("--keep", help="keep the run folders here (default: a temporary folder)")
@@ -468,6 +475,7 @@ def main() -> int:
     spreads: list[float] = []
     het_rate = float("nan")
     het_common: dict[str, Any] = {}
+    het_extra = list(CROSS_HALF) if a.hetero_decoupled else []
     if "hetero" in parts:
         try:
             spreads = ([float(x) for x in a.spreads.split(",") if x.strip()] if a.spreads else
@@ -487,8 +495,8 @@ def main() -> int:
         het_common = {**common, "modes": HETERO_MODES, "mode_overrides": {
             **common["mode_overrides"], "async": [f"output.checkpoint_every_ms={cmp._num(het_ms - 1.0)}"]}}
         for s in spreads:
-            cmp.plan(HETERO_JOB, Path(tempfile.gettempdir()), overrides=hetero_overrides(het_rate, s), duration_ms=het_ms,
-                     **het_common)
+            cmp.plan(HETERO_JOB, Path(tempfile.gettempdir()), overrides=het_extra + hetero_overrides(het_rate, s),
+                     duration_ms=het_ms, **het_common)
 
     keep = Path(a.keep) if a.keep else None
     tmp = tempfile.TemporaryDirectory(prefix="bench_avb_") if keep is None else None
@@ -538,7 +546,7 @@ def main() -> int:
             payload["sweep"]["crossover"] = summ["crossover"]
             n_int = sum(int(d["count"]) for d in summ["results"][0]["populations"].values() if not d.get("source"))
             payload["sweep_ratio_plot"] = _plot_to_results(
-                lambda path: plot_sweep_ratio(summ, path, sweep_ms, n_int), "async_vs_bsp_sweep_ratio", a.quick, a.tag)
+                lambda path: plot_sweep_ratio(summ, path, sweep_ms, n_int, a.ranks), "async_vs_bsp_sweep_ratio", a.quick, a.tag)
             print("\nTargets per input rate (steps ≥ 5× fewer / spike-time error ≤ RK4 / run phase ≤ 0.3× RK4; "
                   "async wins = run phase < RK4's):\n")
             print("| ext rate Hz | ref rate Hz | RK4/async steps | steps | error | run (async/RK4) | wall (async/RK4) | async wins |\n"
@@ -559,8 +567,8 @@ def main() -> int:
             results = []
             for s in spreads:
                 out = root / "hetero" / f"s={s:g}"
-                res = run_compare(HETERO_JOB, out, a.reps, overrides=hetero_overrides(het_rate, s), duration_ms=het_ms,
-                                  **het_common)
+                res = run_compare(HETERO_JOB, out, a.reps, overrides=het_extra + hetero_overrides(het_rate, s),
+                                  duration_ms=het_ms, **het_common)
                 res["spread"] = s
                 halves = half_counters(Path(res["modes"]["async"]["dir"]), masks)
                 rows.append(hetero_row(res, s, het_rate, halves))
@@ -572,11 +580,14 @@ def main() -> int:
             n_int = sum(int(d["count"]) for d in results[0]["populations"].values() if not d.get("source"))
             trend = hetero_trend(rows)
             payload["hetero"] = {"job": str(HETERO_JOB), "rate_hz": het_rate, "duration_ms": het_ms, "halves": sizes,
+                                 "decoupled": bool(a.hetero_decoupled), "extra_overrides": het_extra,
                                  "rows": rows, "trend": trend}
             payload["hetero_results"] = results
-            payload["hetero_plot"] = _plot_to_results(lambda path: plot_hetero(rows, path, het_ms, n_int, het_rate),
+            payload["hetero_plot"] = _plot_to_results(lambda path: plot_hetero(rows, path, het_ms, n_int, het_rate, a.ranks,
+                                                                                      bool(het_extra)),
                                                       "async_vs_bsp_hetero", a.quick, a.tag)
-            print(f"\n### Heterogeneous activity ({HETERO_JOB.name}, mean input {het_rate:g} Hz, {het_ms:g} ms per spread, "
+            print(f"\n### Heterogeneous activity ({HETERO_JOB.name}{', halves decoupled' if het_extra else ''}, "
+                  f"mean input {het_rate:g} Hz, {het_ms:g} ms per spread, "
                   f"{n_int} neurons: driven half {sizes['driven']}, quiet half {sizes['quiet']})\n")
             print(hetero_markdown(rows))
             at = [w["halves"]["at_ms"] for w in rows if w["halves"]]

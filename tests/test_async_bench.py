@@ -155,3 +155,17 @@ def test_hetero_trend(bench):
     assert not t["grows_steps"] and not t["monotone_steps"]
     assert bench.hetero_trend(rows[:1]) == {"grows": None}
     assert math.isclose(t["steps_ratio_change"], 1.1)
+
+
+def test_decoupled_empties_exactly_the_cross_half_projections(bench):
+    from cluster_sim.spec import load_spec
+
+    half = {p: h for h, pops in bench.HALVES.items() for p in pops}
+    spec = load_spec(HETERO, bench.CROSS_HALF)
+    base = load_spec(HETERO)
+    assert len(bench.CROSS_HALF) == 8 and len(spec.projections) == len(base.projections) == 20  # no new (misnamed) table
+    for pr in spec.projections:
+        if pr.source in half and half[pr.source] != half[pr.target]:
+            assert pr.connect.p == 0.0, pr.name
+        else:
+            assert pr.connect == next(b for b in base.projections if b.name == pr.name).connect, pr.name

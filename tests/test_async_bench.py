@@ -54,8 +54,11 @@ def test_crossover_first_crossing_unsorted_exact_and_nan():
     c = cmp.crossover([8, 2, 4, 1, 16], [3.0, 0.9, 1.0, float("nan"), 0.5])
     assert c["status"] == "crosses" and (c["below"], c["above"]) == (2.0, 4.0)
     assert c["value"] == pytest.approx(4.0)
-    # a later dip back below 1 does not move the (first) crossover
-    assert cmp.crossover([1, 2, 3], [0.5, 2.0, 0.5])["above"] == 2.0
+    assert c["later_below"] == [16.0]
+    # a later dip back below 1 does not move the (first) crossover, it is listed
+    d = cmp.crossover([1, 2, 3], [0.5, 2.0, 0.5])
+    assert d["above"] == 2.0 and d["later_below"] == [3.0]
+    assert "< 1 again at 3" in cmp.describe_crossover(d)
 
 
 @pytest.mark.parametrize("ratios, status, below, above", [
@@ -66,6 +69,7 @@ def test_crossover_first_crossing_unsorted_exact_and_nan():
 def test_crossover_without_a_bracket(ratios, status, below, above):
     c = cmp.crossover([1, 2, 3], ratios)
     assert (c["status"], c["value"], c["below"], c["above"]) == (status, None, below, above)
+    assert c["later_below"] == ([2.0] if status == "from_start" else [])
     assert cmp.describe_crossover(c)  # a sentence for every status
 
 

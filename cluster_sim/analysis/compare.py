@@ -497,8 +497,9 @@ def sweep(job: str | Path, out: str | Path, key: str, values: Sequence[float | i
         res = execute(pl, quiet=quiet)
         res["sweep_value"] = float(lit)
         results.append(res)
+    rows = [_sweep_row(r) for r in results]
     summary = {"job": str(Path(job).resolve()), "key": key, "values": [float(x) for x in lits], "modes": list(plans[0].modes),
-               "rows": [_sweep_row(r) for r in results], "results": results}
+               "rows": rows, "crossover": sweep_crossovers(rows), "results": results}
     out.mkdir(parents=True, exist_ok=True)
     from cluster_sim.analysis.compare_report import plot_sweep, sweep_markdown, write_json, write_text
 
@@ -506,6 +507,68 @@ def sweep(job: str | Path, out: str | Path, key: str, values: Sequence[float | i
     write_text(out / "sweep.md", sweep_markdown(summary))
     plot_sweep(summary, out / "sweep.png")
     return summary
+
+
+def crossover(values: Sequence[float], ratios: Sequence[float], *, log: bool = True) -> dict[str, Any]:
+    """Where ``ratios`` (e.g. async / BSP RK4 run phase, one per swept value) first reaches 1 as
+    the value grows, i.e. where async stops winning.
+
+    The points are taken in increasing ``values``; non-finite ratios are skipped. Between the
+    last point below 1 and the first at or above 1 the crossing is interpolated linearly in
+    (log value, log ratio) when ``log`` and both values are > 0 (ratios of run times over input
+    rates spanning decades), else linearly in (value, ratio). Returns a dict with ``status``:
+
+    * ``"crosses"``: ``value`` is the interpolated crossing, ``below`` / ``above`` the measured
+      values that bracket it (ratio < 1 at ``below``, >= 1 at ``above``); ``later_below`` lists
+      larger values where the ratio dips below 1 again (noise, or a second crossing);
+    * ``"never"``: every ratio < 1 (async wins at every value measured; ``below`` = the largest);
+    * ``"from_start"``: the smallest value already has ratio >= 1 (``above`` = it; ``value`` None);
+    * ``"no_data"``: no finite ratio.
+
+    Only the first crossing is interpolated; later dips below 1 are listed, not interpolated.
+    """
+    pts = sorted((float(v), float(r)) for v, r in zip(values, ratios) if math.isfinite(float(v)) and math.isfinite(float(r)))
+    out: dict[str, Any] = {"status": "no_data", "value": None, "below": None, "above": None, "later_below": []}
+    if not pts:
+        return out
+    for i, (x1, r1) in enumerate(pts):
+        if r1 < 1.0:
+            continue
+        if i == 0:
+            return {**out, "status": "from_start", "above": x1, "later_below": [x for x, r in pts[1:] if r < 1.0]}
+        x0, r0 = pts[i - 1]
+        if log and x0 > 0 and x1 > 0 and r0 > 0:
+            a0, a1, b0, b1 = math.log(x0), math.log(x1), math.log(r0), math.log(r1)
+            value = math.exp(a0 + (a1 - a0) * (0.0 - b0) / (b1 - b0))
+        else:
+            value = x0 + (x1 - x0) * (1.0 - r0) / (r1 - r0)
+        return {**out, "status": "crosses", "value": value, "below": x0, "above": x1,
+                "later_below": [x for x, r in pts[i + 1:] if r < 1.0]}
+    return {**out, "status": "never", "below": pts[-1][0]}
+
+
+def sweep_crossovers(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`crossover` of the async / BSP RK4 ratios of a sweep's rows, for the run phase
+    (startup excluded) and for wall time (startup included)."""
+    xs = [float(r["value"]) for r in rows]
+    return {k: crossover(xs, [_f(r["async_vs_rk4"].get(k)) for r in rows]) for k in ("run", "wall")}
+
+
+def describe_crossover(c: Mapping[str, Any], what: str = "async / RK4 run phase", unit: str = "") -> str:
+    """One sentence for a :func:`crossover` result."""
+    u = f" {unit}" if unit else ""
+    if c["status"] == "crosses":
+        again = c.get("later_below") or []
+        return (f"{what} reaches 1 at ≈ {c['value']:.3g}{u} (interpolated; < 1 at {c['below']:g}{u}, "
+                f">= 1 at {c['above']:g}{u}): async stops winning there"
+                + (f" (but < 1 again at {', '.join(f'{x:g}' for x in again)}{u})" if again else ""))
+    if c["status"] == "never":
+        return f"{what} stays < 1 up to {c['below']:g}{u}: async wins at every value measured (no crossover)"
+    if c["status"] == "from_start":
+        again = c.get("later_below") or []
+        return (f"{what} is already >= 1 at the smallest value, {c['above']:g}{u}: "
+                + (f"async wins only at {', '.join(f'{x:g}' for x in again)}{u}" if again else "async wins nowhere measured"))
+    return f"{what}: no data"
 
 
 def _sweep_row(res: Mapping[str, Any]) -> dict[str, Any]:

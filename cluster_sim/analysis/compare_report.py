@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cluster_sim.analysis.compare import REFERENCE, _f
+from cluster_sim.analysis.compare import REFERENCE, _f, describe_crossover
 from cluster_sim.record.checkpoint import atomic_write_bytes
 
 
@@ -126,9 +126,14 @@ def sweep_markdown(summary: Mapping[str, Any]) -> str:
         a = r["async_vs_rk4"]
         row += [_fmt(a["steps"]), _fmt(a["wall"]), _fmt(a["run"])]
         rows.append(row)
-    return "\n".join([f"# sweep: {summary['key']} ({Path(summary['job']).name})", "",
-                      "Ratios < 1: async cheaper than BSP RK4. Per-value details: `<key>=<value>/compare.md`.", "",
-                      _table(header, rows), ""])
+    lines = [f"# sweep: {summary['key']} ({Path(summary['job']).name})", "",
+             "Ratios < 1: async cheaper than BSP RK4. Per-value details: `<key>=<value>/compare.md`.", "",
+             _table(header, rows), ""]
+    cross = summary.get("crossover") or {}
+    for k, what in (("run", "async / RK4 run phase"), ("wall", "async / RK4 wall time")):
+        if k in cross:
+            lines.append(f"Crossover ({summary['key']}): {describe_crossover(cross[k], what)}.")
+    return "\n".join(lines) + ("\n" if cross else "")
 
 
 def _pyplot() -> Any:
@@ -210,8 +215,13 @@ def plot_sweep(summary: Mapping[str, Any], path: Path) -> Path:
             ys = np.array([_f(r.get(m, {}).get(key)) for r in summary["rows"]])
             ys = np.where(np.isfinite(ys) & (ys > 0), ys, np.nan)
             ax.plot(xs, ys, "o-", label=m)
+    cross = summary.get("crossover") or {}
     for ax, title in zip(axes, ("steps / neuron", "wall s (incl. startup)", "run phases s (excl. startup)",
                                 "max |Δt| vs reference (ms)")):
+        for k, style in (("run", "--"), ("wall", ":")):
+            c = cross.get(k) or {}
+            if c.get("status") == "crosses":  # where async stops winning (async / RK4 reaches 1)
+                ax.axvline(c["value"], color="k", ls=style, lw=1, label=f"crossover ({k}) {c['value']:.3g}")
         ax.set_yscale("log")
         ax.set_xlabel(summary["key"])
         ax.set_title(title)

@@ -388,6 +388,23 @@ def hetero_trend(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "monotone_steps": all(b[2] <= a[2] for a, b in zip(pts, pts[1:]))}
 
 
+def _log_panel(ax: Any, xs: Any, rows: Sequence[dict[str, Any]], series: tuple[tuple[str, str, str], ...],
+               xlabel: str, ylabel: str, title: str) -> None:
+    """One log-y panel of the hetero plot: a line per (row key, label, marker); values <= 0 or
+    missing are left out."""
+    import numpy as np
+
+    for key, label, mk in series:
+        ys = np.array([cmp._f(w[key]) for w in rows])
+        ax.plot(xs, np.where(np.isfinite(ys) & (ys > 0), ys, np.nan), mk, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_hetero(rows: Sequence[dict[str, Any]], path: Path, duration_ms: float, n_neurons: int, rate_hz: float,
                 ranks: int = 1, decoupled: bool = False) -> Path | None:
     try:
@@ -396,28 +413,17 @@ def plot_hetero(rows: Sequence[dict[str, Any]], path: Path, duration_ms: float, 
         return None
     xs = np.array([w["spread"] for w in rows], float)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
-    for key, name, mk in (("ratio_run", "run phase (excl. startup)", "o-"), ("ratio_integrate", "integrate phase", "d-"),
-                          ("ratio_steps", "steps / neuron", "^-"), ("ratio_rhs", "RHS evaluations / neuron", "v-")):
-        ys = np.array([cmp._f(w[key]) for w in rows])
-        ax.plot(xs, np.where(np.isfinite(ys) & (ys > 0), ys, np.nan), mk, label=f"async / RK4: {name}")
+    _log_panel(ax, xs, rows, (("ratio_run", "async / RK4: run phase (excl. startup)", "o-"),
+                              ("ratio_integrate", "async / RK4: integrate phase", "d-"),
+                              ("ratio_steps", "async / RK4: steps / neuron", "^-"),
+                              ("ratio_rhs", "async / RK4: RHS evaluations / neuron", "v-")),
+               "spread s (input rates r(1+s) driven, r(1-s) quiet; dimensionless)",
+               "async / BSP RK4 dt 0.01 ms (ratio, < 1: async cheaper)", "async / BSP ratios")
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xlabel("spread s (input rates r(1+s) driven, r(1-s) quiet; dimensionless)")
-    ax.set_ylabel("async / BSP RK4 dt 0.01 ms (ratio, < 1: async cheaper)")
-    ax.set_title("async / BSP ratios")
-    ax.grid(which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    for key, name, mk in (("async_steps_per_neuron", "async, all", "o-"), ("async_steps_driven", "async, driven half", "s-"),
-                          ("async_steps_quiet", "async, quiet half", "x-")):
-        ys = np.array([cmp._f(w[key]) for w in rows])
-        bx.plot(xs, np.where(np.isfinite(ys) & (ys > 0), ys, np.nan), mk, label=name)
     bx.plot(xs, [cmp._f(w["rk4_steps_per_neuron"]) for w in rows], "k--", label="BSP RK4 (every neuron)")
-    bx.set_yscale("log")
-    bx.set_xlabel("spread s (dimensionless)")
-    bx.set_ylabel("steps per neuron (count)")
-    bx.set_title("integration steps per neuron")
-    bx.grid(which="both", alpha=0.3)
-    bx.legend(fontsize=8)
+    _log_panel(bx, xs, rows, (("async_steps_per_neuron", "async, all", "o-"), ("async_steps_driven", "async, driven half", "s-"),
+                              ("async_steps_quiet", "async, quiet half", "x-")),
+               "spread s (dimensionless)", "steps per neuron (count)", "integration steps per neuron")
     fig.suptitle(f"{HETERO_JOB.name} (COBAHH, driven / quiet halves{', decoupled' if decoupled else ''}, mean input "
                  f"{rate_hz:g} Hz): {duration_ms:g} ms, {n_neurons} integrated neurons, {ranks} rank(s) — {cpu_model()}", fontsize=9)
     fig.tight_layout()

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from cluster_sim.runtime import device
+from tests.conftest import SMALL_COBAHH
 
 # Neurons of a population hold one of 8 initial states (taken from real neurons), cycling with
 # an offset, and receive one of 8 input trains cycling the same way: after 300 steps every
@@ -27,7 +28,7 @@ _CHECK = textwrap.dedent("""
     from cluster_sim.spec.load import parse_spec
     from cluster_sim.engine.kernel import IntervalKernel, initial_state
     from cluster_sim.network.build import build_network
-    spec = parse_spec(tomllib.loads(sys.argv[1]))
+    spec = parse_spec(tomllib.loads(sys.argv[1]), sys.argv[2:])
     net = build_network(spec)
     k = IntervalKernel(net, precision=spec.integrator.precision, method=spec.integrator.method,
                        dt_ms=spec.integrator.dt_ms)
@@ -57,36 +58,17 @@ _CHECK = textwrap.dedent("""
 """)
 
 
-def _job(n: int, precision: str) -> str:
-    return textwrap.dedent(f"""
-        name = "lanes"
-        [simulation]
-        duration_ms = 30.0
-        [integrator]
-        method = "exp_euler"
-        dt_ms = 0.1
-        precision = "{precision}"
-        [populations.E]
-        model = "cobahh"
-        count = {n}
-        params = {{ E_leak_mV = -60.0 }}
-        [projections.EE]
-        source = "E"
-        target = "E"
-        synapse = "exp_cond_exc"
-        connect = {{ rule = "bernoulli", p = 0.01 }}
-        weight_nS = 6.0
-        delay_ms = 1.0
-        [output]
-        dir = "unused"
-    """)
+def _overrides(n: int, precision: str) -> list[str]:
+    """SMALL_COBAHH with E resized (its synapses do not enter the kernel: sparse to build fast)."""
+    return [f"populations.E.count={n}", f'integrator.precision="{precision}"',
+            *(f"projections.{k}.connect.p=0.01" for k in ("EE", "EI", "IE", "II"))]
 
 
 @pytest.mark.parametrize("n,precision", [(4000, "float64"), (4003, "float64"), (4000, "float32"), (77, "float32")])
 def test_bsp_neuron_arithmetic_does_not_depend_on_position(n: int, precision: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", device._OURS)}
-    out = subprocess.run([sys.executable, "-c", _CHECK, _job(n, precision)], capture_output=True, text=True,
-                         env=env, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", _CHECK, SMALL_COBAHH, *_overrides(n, precision)], capture_output=True,
+                         text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert "--xla_cpu_use_fusion_emitters=true" in res["flags"]
@@ -98,13 +80,11 @@ def test_lane_flag_is_set_unless_the_user_set_it(monkeypatch) -> None:
     monkeypatch.setattr(device, "_tf_version", lambda: (2, 21))
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
-    monkeypatch.delenv(device._OURS, raising=False)
     device.prepare_environment()
     flags = os.environ["XLA_FLAGS"].split()
     assert "--xla_cpu_use_fusion_emitters=true" in flags and "--xla_foo=1" in flags
     device.prepare_environment()  # a child process: cluster-sim's own flag is not repeated
     assert os.environ["XLA_FLAGS"].split().count("--xla_cpu_use_fusion_emitters=true") == 1
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")  # the user's: kept
-    monkeypatch.delenv(device._OURS)
     device.prepare_environment()
     assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_use_fusion_emitters=false", "--xla_cpu_use_thunk_runtime=false"]

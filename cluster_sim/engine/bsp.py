@@ -79,9 +79,9 @@ class BSPBackend:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
-        """Epochs pipelined two deep: while the kernel integrates epoch e+1 (in a worker thread;
-        TensorFlow releases the GIL), this thread exchanges and delivers epoch e's spikes and
-        writes output. An epoch is half an interval where spikes cross (two consecutive
+        """With ``engine.overlap``, epochs pipelined two deep: while the kernel integrates epoch
+        e+1 (in a worker thread; TensorFlow releases the GIL), this thread exchanges and delivers
+        epoch e's spikes and writes output; without, one interval after the other. An epoch is half an interval where spikes cross (two consecutive
         epochs are at most one minimum delay + 1 step long, so e+1 never needs e's spikes:
         Arbor's half-min-delay epochs), the whole interval where nothing is delivered."""
         from concurrent.futures import Future, ThreadPoolExecutor
@@ -112,17 +112,18 @@ class BSPBackend:
             with tf.device(ctx.device):  # device scopes are per thread
                 return kernel.call(state, feeds)
 
-        pool = ThreadPoolExecutor(1, thread_name_prefix="bsp-kernel")
+        pool = ThreadPoolExecutor(1, thread_name_prefix="bsp-kernel") if self.overlap else None
         # The kernel thread needs the GIL for a moment to start a call and to fetch its results;
         # with Python's default 5 ms switch interval it would wait for this thread's host work.
         switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, 1e-4))
+        if pool is not None:
+            sys.setswitchinterval(min(switch, 1e-4))
 
         def launch(state: Any, step: int) -> tuple[int, int, Any]:
             n = next_epoch(m, self.split, step, total)
             with timers.clock("integrate"):
                 feeds = kernel.feeds(step, n, rings.take(step, n))  # every delivery it needs is done
-            if self.overlap:
+            if pool is not None:
                 return step, n, pool.submit(call, state, feeds)
             done: Future[Any] = Future()  # not overlapped: no thread handoff
             with timers.clock("integrate"):
@@ -140,7 +141,7 @@ class BSPBackend:
                 iv_end = end % m == 0 or end == total
                 # A checkpoint needs the pipeline empty; its times are known before launching.
                 ckpt_here = iv_end and end < total and (stopping or (ckpt_every_iv > 0 and (iv + 1) % ckpt_every_iv == 0))
-                flight = launch(state, end) if self.overlap and end < total and not ckpt_here else None
+                flight = launch(state, end) if pool is not None and end < total and not ckpt_here else None
                 with timers.clock("integrate"):
                     _, spk, smp, finite = kernel.fetch(out)
                     batches = []
@@ -186,8 +187,9 @@ class BSPBackend:
                 if flight is None and end < total:  # not overlapped, or after a checkpoint
                     flight = launch(state, end)
         finally:
-            pool.shutdown(wait=True)  # an error above leaves no kernel running
-            sys.setswitchinterval(switch)
+            if pool is not None:
+                pool.shutdown(wait=True)  # an error above leaves no kernel running
+                sys.setswitchinterval(switch)
         self._flush()
         _check_finite(kernel.to_host(self.state), self.step * dt, net)
         return "completed"

@@ -9,19 +9,17 @@ from importlib import metadata
 
 from cluster_sim.errors import ConfigError
 
+# XLA flags cluster-sim sets unless the user set them (in XLA_FLAGS) already.
 # XLA:CPU's thunk runtime runs each fused op as a separate task; for the small per-step bodies of
-# a neuron kernel the classic whole-program JIT is ~1.2x faster (measured on TF 2.21).
-_XLA_DEFAULT_FLAGS = "--xla_cpu_use_thunk_runtime=false"
+# a neuron kernel the classic whole-program JIT was ~1.2x faster (TF 2.17-2.20; 2.21 ignores it).
+_XLA_DEFAULT_FLAGS = {"--xla_cpu_use_thunk_runtime": ("false", (2, 17))}
 # XLA:CPU's (MLIR) fusion emitters: exp() ~4x cheaper than the classic emitters' (1.3 vs 5.1 ns
 # per float64 element here; BSP COBAHH integrate -25%, async -17%), but they compute the last
 # vector of some loops on another path, a few ulp off the rest. No neuron may sit there, or its
 # arithmetic would depend on its position (hence on batch composition and rank count): the
 # async kernel keeps guard lanes at the end of every batch (asyncmode/bdf.GUARD_LANES); the BSP
 # kernel's per-neuron loops show no position dependence (tests/test_bsp_lanes.py).
-_XLA_LANE_FLAG = "--xla_cpu_use_fusion_emitters"
-_LANE_FLAG_VALUE = "true"
-# Marks the lane flag as cluster-sim's own choice (not the user's): a user's value is kept.
-_OURS = "CLUSTER_SIM_XLA_LANE_FLAG"
+_XLA_DEFAULT_FLAGS["--xla_cpu_use_fusion_emitters"] = ("true", (2, 21))
 
 
 def _tf_version() -> tuple[int, int]:
@@ -42,26 +40,14 @@ def prepare_environment(local_rank: int | None = None) -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" not in sys.modules:  # else XLA has read its flags: changing them would only mislead children
-        if _tf_version() >= (2, 17) and "xla_cpu_use_thunk_runtime" not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_DEFAULT_FLAGS).strip()
-        if _tf_version() >= (2, 21):
-            _set_lane_flag(_LANE_FLAG_VALUE)
+        for flag, (value, since) in _XLA_DEFAULT_FLAGS.items():
+            if _tf_version() >= since and flag not in os.environ.get("XLA_FLAGS", ""):
+                os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={value}".strip()
     if local_rank is not None:
         choice = gpu_for_local_rank(local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"), _count_node_gpus(),
                                     under_slurm="SLURM_JOB_ID" in os.environ)
         if choice is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = choice
-
-
-def _set_lane_flag(value: str) -> None:
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    ours = os.environ.get(_OURS)
-    user_set = any(f.startswith(_XLA_LANE_FLAG) for f in flags) and ours is None
-    if user_set:
-        return  # the user's own choice
-    flags = [f for f in flags if not f.startswith(_XLA_LANE_FLAG)] + [f"{_XLA_LANE_FLAG}={value}"]
-    os.environ["XLA_FLAGS"] = " ".join(flags)
-    os.environ[_OURS] = value
 
 
 def _count_node_gpus() -> int:

@@ -28,7 +28,8 @@ def test_missing_launcher_names_the_fix(monkeypatch, tmp_path):
 
 def test_real_mpiexec_runs_every_rank(tmp_path: Path):
     cmd = [local.find_mpiexec(), "--oversubscribe", "-n", "2", sys.executable, "-c",
-           "import os; print('rank', os.environ.get('OMPI_COMM_WORLD_RANK'))"]
+           # one write per rank: print's pieces, written unbuffered, interleave between ranks
+           "import os; os.write(1, f\"rank {os.environ.get('OMPI_COMM_WORLD_RANK')}\\n\".encode())"]
     cp = local.run_command(cmd, timeout_s=120, cwd=tmp_path)
     assert cp.returncode == 0, cp.stderr
     assert sorted(cp.stdout.split("\n")[:2]) == ["rank 0", "rank 1"]

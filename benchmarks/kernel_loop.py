@@ -2,7 +2,7 @@
 dt 0.1 ms, 10 steps per call (one 1 ms interval), for ``loop`` = "while" | "scan" ×
 ``jit_compile`` on | off × float64 | float32, N = 4000 and 64000. Reports ns per neuron-step:
 
-* ``call``: the bare compiled function on device tensors (``kernel._fn``) — the step itself;
+* ``call``: the compiled function on device tensors (``kernel.call``, feeds made once) — the step itself;
 * ``run``: ``kernel.run`` as the engine calls it (inputs host→device, spikes/samples →NumPy).
 
 and the first-call (trace + compile) time, which lands in the engine's startup phase.
@@ -67,12 +67,12 @@ def w_kernel(cfg: dict) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
     net = build_network(spec)
     out: dict = {"n": n, "precision": cfg["precision"], "variants": {}}
-    kernels, states, feeds, zeros = {}, {}, {}, {}
+    kernels, states, zeros = {}, {}, {}
     for loop, jit in VARIANTS:
         key = f"{loop} jit={'on' if jit else 'off'}"
         k = IntervalKernel(net, precision=cfg["precision"], method="exp_euler", dt_ms=0.1, jit_compile=jit, loop=loop)
-        zeros[key] = {kk: np.zeros((M, net.populations[kk.split('.')[0]].local.size)) for kk in k.layout.event_keys}
-        feeds[key] = {kk: tf.constant(v, k.dtype) for kk, v in zeros[key].items()}
+        zeros[key] = k.pack_inputs({kk: np.zeros((M, net.populations[kk.split('.')[0]].local.size))
+                                    for kk in k.layout.event_keys}, M)
         st = k.to_device(initial_state(net))
         t0 = time.perf_counter()
         st = k.run(st, 0, M, zeros[key]).state
@@ -84,10 +84,10 @@ def w_kernel(cfg: dict) -> dict:
     for _ in range(cfg["rounds"]):
         for key, k in kernels.items():
             st = states[key]
-            steps = tf.range(step, step + M, dtype=tf.int64)
+            fd = k.feeds(step, M, zeros[key])
             t0 = time.perf_counter()
             for _i in range(iters):
-                st, spk, smp, fin = k._fn(st, steps, feeds[key])
+                st, spk, smp, fin = k.call(st, fd)
             next(iter(st.values())).numpy()
             out["variants"][key]["call_ns"].append((time.perf_counter() - t0) / neuron_steps * 1e9)
             t0 = time.perf_counter()

@@ -74,7 +74,7 @@ class BSPBackend:
             self.state = self.kernel.to_device(state0)
             # Trace and compile outside the timed integration (for every epoch length used).
             for n in sorted(set(epoch_lengths(self.m, self.split, self.step, self.total_steps))):
-                self.kernel.run(self.state, self.step, n, {k: np.zeros((n, v.shape[1])) for k, v in self.rings.rings.items()})
+                self.kernel.run(self.state, self.step, n, np.zeros((n, self.rings.width)))
         self.exchange.barrier()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -98,7 +98,7 @@ class BSPBackend:
         fault = _injected_fault()
         flush_every = max(1, int(round(spec.output.flush_every_ms / dt / m)))
         ckpt_every_iv = int(round(ctx.checkpoint_every_ms / dt / m)) if ctx.checkpoint_every_ms else 0
-        pop_local = {name: (net.layout.offsets[net.layout.index(name)], p.local) for name, p in net.populations.items()}
+        col_gid = kernel.spike_columns_gid()  # global id of each column of the spike block
         sources = local_sources(net)
         self.pending_spikes: list[tuple[np.ndarray, np.ndarray]] = []  # (gids, times)
         self.pending_samples: dict[str, list[np.ndarray]] = {name: [] for name in self.rec_cols}
@@ -143,15 +143,18 @@ class BSPBackend:
                 ckpt_here = iv_end and end < total and (stopping or (ckpt_every_iv > 0 and (iv + 1) % ckpt_every_iv == 0))
                 flight = launch(state, end) if pool is not None and end < total and not ckpt_here else None
                 with timers.clock("integrate"):
-                    _, spk, smp, finite = kernel.fetch(out)
+                    res = kernel.fetch(out)
+                    smp, finite = res.samples, res.finite
                     batches = []
-                    for pop_name, arr in spk.items():
-                        rows, cols = np.nonzero(~np.isnan(arr))
-                        if rows.size:
-                            off, loc = pop_local[pop_name]
-                            times = arr[rows, cols]
-                            self.pending_spikes.append((off + loc[cols], times))
-                            batches.append(SpikeBatch(off + loc[cols], step + rows.astype(np.int64), times))
+                    spk = res.spike_block
+                    hit = np.flatnonzero(~np.isnan(spk.reshape(-1)))  # one scan over every population
+                    if hit.size:
+                        rows, cols = np.divmod(hit, spk.shape[1])
+                        gids = col_gid[cols]
+                        keep = gids >= 0  # padding lanes copy a real neuron: drop their spikes
+                        gids, rows, times = gids[keep], rows[keep], spk.reshape(-1)[hit[keep]]
+                        self.pending_spikes.append((gids, times))
+                        batches.append(SpikeBatch(gids, step + rows, times))
                     for src in sources:
                         times, ids, batch = source_spikes(src, step, n, dt)
                         if times.size:

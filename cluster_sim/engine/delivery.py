@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster_sim.engine.kernel import padded, state_key
+from cluster_sim.engine.kernel import columns_width, event_columns, state_key
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
 
@@ -48,6 +48,7 @@ class SpikeBatch:
 @dataclass
 class _Route:
     ring: str  # state key of the target variable
+    col0: int  # its first column in the packed buffer
     src_offset: int  # gid offset of the source population
     n_source: int
     indptr: np.ndarray
@@ -57,23 +58,26 @@ class _Route:
 
 
 class RingBuffers:
-    """One ring per event-receiving variable: ``[slots, n_local]`` increments by arrival step."""
+    """One ring per event-receiving variable, ``[slots, n_local]`` increments by arrival step, all
+    held as column blocks of one buffer laid out as the kernel's increment input
+    (``kernel.event_columns``): ``take`` hands the kernel one array for every variable."""
 
     def __init__(self, net: Network, interval_steps: int) -> None:
         self.routes: list[_Route] = []
+        self.columns = event_columns(net)
         max_delay = 0
-        sizes: dict[str, int] = {}
         for proj in net.projections:
             if isinstance(proj.synapse, GradedKinetic):
                 continue
             key = state_key(proj.target, getattr(proj.synapse, "var"))  # a ConductanceJump
-            sizes[key] = net.populations[proj.target].local.size
             indptr, tgt, w = proj.by_source()
             off = net.layout.offsets[net.layout.index(proj.source)]
-            self.routes.append(_Route(key, off, proj.n_source, indptr, tgt, w, proj.delay_steps))
+            self.routes.append(_Route(key, self.columns[key][0], off, proj.n_source, indptr, tgt, w, proj.delay_steps))
             max_delay = max(max_delay, proj.delay_steps)
         self.slots = max_delay + interval_steps + 1
-        self.rings = {k: np.zeros((self.slots, n)) for k, n in sizes.items()}
+        self.width = columns_width(self.columns)
+        self.buffer = np.zeros((self.slots, self.width))  # padding columns stay zero
+        self.rings = {k: self.buffer[:, c0:c0 + n] for k, (c0, n) in self.columns.items()}  # views
 
     def deliver(self, spikes: SpikeBatch) -> int:
         """Add every synapse of the spiking sources to its arrival slot; returns synapses touched.
@@ -93,28 +97,28 @@ class RingBuffers:
             total = int(lens.sum())
             if total == 0:
                 continue
-            ring = self.rings[r.ring]
-            # Per spike (not per synapse): where its row of the flattened ring starts, and how far
-            # its synapses' CSR range is from their position in the expanded list.
-            row0 = ((spikes.step[sel] + (1 + r.delay)) % self.slots) * ring.shape[1]
+            # Per spike (not per synapse): where its ring's row starts in the flattened buffer,
+            # and how far its synapses' CSR range is from their position in the expanded list.
+            row0 = ((spikes.step[sel] + (1 + r.delay)) % self.slots) * self.width + r.col0
             ends = np.cumsum(lens)
             idx = np.arange(total) + np.repeat(starts - ends + lens, lens)
             flat = np.repeat(row0, lens) + r.target[idx]
-            np.add.at(ring.reshape(-1), flat, r.weight[idx])
+            np.add.at(self.buffer.reshape(-1), flat, r.weight[idx])
             touched += total
         return touched
 
-    def take(self, step0: int, n_steps: int) -> dict[str, np.ndarray]:
-        """The increments for steps step0 .. step0+n_steps-1, cleared from the rings, as
-        [n_steps, padded(n_local)] arrays (zero in the padding), the kernel's input layout."""
-        rows = (np.arange(step0, step0 + n_steps)) % self.slots
-        out = {}
-        for key, ring in self.rings.items():
-            block = np.zeros((n_steps, padded(ring.shape[1])))
-            np.take(ring, rows, axis=0, out=block[:, :ring.shape[1]])
-            ring[rows] = 0.0
-            out[key] = block
-        return out
+    def take(self, step0: int, n_steps: int) -> np.ndarray:
+        """The increments for steps step0 .. step0+n_steps-1, cleared from the rings, as one
+        [n_steps, columns] block (zero in the padding), the kernel's input layout."""
+        r0 = step0 % self.slots
+        if r0 + n_steps <= self.slots:  # no wrap-around: one slice
+            block = self.buffer[r0:r0 + n_steps].copy()
+            self.buffer[r0:r0 + n_steps] = 0.0
+            return block
+        rows = np.arange(step0, step0 + n_steps) % self.slots
+        block = self.buffer[rows]
+        self.buffer[rows] = 0.0
+        return block
 
     def snapshot(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.rings.items()}

@@ -6,6 +6,10 @@ Inside a step: spike-triggered increments for this step are added, the integrato
 variable (graded couplings and stimuli are evaluated at each stage), and upward threshold
 crossings become spikes with linearly interpolated times, subject to the refractory period.
 The kernel knows nothing of MPI, files or the ring buffer: increments arrive as an input tensor.
+
+Few tensors cross the call boundary (each costs ~15 µs of Python per call): the state is packed
+per population ([variables, neurons]), the increments of every receiving variable arrive as one
+[steps, columns] block, and the spikes and samples of every population leave as one block each.
 """
 from __future__ import annotations
 
@@ -40,6 +44,27 @@ def integrated_populations(net: Network) -> list[Population]:
     return [pop for pop in net.populations.values() if not pop.model.is_source]
 
 
+def event_columns(net: Network) -> dict[str, tuple[int, int]]:
+    """Where each variable receiving spike-triggered increments ("pop.var") sits in the packed
+    increment block (the ring buffers' layout and the kernel's input): key -> (first column,
+    local neurons); each key's columns are padded to a multiple of LANES."""
+    cols: dict[str, tuple[int, int]] = {}
+    width = 0
+    for proj in net.projections:
+        if isinstance(proj.synapse, GradedKinetic):
+            continue
+        key = state_key(proj.target, getattr(proj.synapse, "var"))  # a ConductanceJump
+        if key not in cols:
+            n = net.populations[proj.target].local.size
+            cols[key] = (width, n)
+            width += padded(n)
+    return cols
+
+
+def columns_width(cols: dict[str, tuple[int, int]]) -> int:
+    return max((c0 + padded(n) for c0, n in cols.values()), default=0)
+
+
 @dataclass
 class KernelLayout:
     """Names and shapes the interval function exchanges with the host."""
@@ -48,6 +73,10 @@ class KernelLayout:
     fire_keys: dict[str, str]  # population -> key of its last-spike-time array
     event_keys: list[str]  # keys that receive spike-triggered increments ("pop.var")
     recordings: list[tuple[str, str, str, np.ndarray]]  # (name, pop, var, local positions)
+    event_cols: dict[str, tuple[int, int]]  # event key -> (first column, n) in the increment block
+    spike_cols: dict[str, tuple[int, int]]  # population -> (first column, n) in the spike block
+    sample_cols: dict[str, tuple[int, int]]  # recording -> (first column, k) in the sample block
+    groups: list[tuple[str, list[str], bool]]  # packed state: (name, keys stacked, float64?)
 
 
 def initial_state(net: Network) -> dict[str, np.ndarray]:
@@ -82,14 +111,16 @@ def ell_layout(net: Network, proj: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 class IntervalResult(NamedTuple):
-    """What one interval returns: the new state (device tensors), spike times per integrated
-    population ([n_steps, n_local] float64, NaN where none), recordings ([n_steps, k]) and
-    whether every state variable is still finite (checked inside the same compiled call)."""
+    """What one interval returns: the new state (packed device tensors), spike times per
+    integrated population ([n_steps, n_local] float64, NaN where none; views of ``spike_block``,
+    [n_steps, columns] over every population), recordings ([n_steps, k]) and whether every state
+    variable is still finite (checked inside the same compiled call)."""
 
     state: dict[str, Any]
     spikes: dict[str, np.ndarray]
     samples: dict[str, np.ndarray]
     finite: bool
+    spike_block: np.ndarray
 
 
 class IntervalKernel:
@@ -134,13 +165,30 @@ class IntervalKernel:
                 key = state_key(proj.target, getattr(proj.synapse, "var"))  # a ConductanceJump
                 if key not in event_keys:
                     event_keys.append(key)
+        spike_cols: dict[str, tuple[int, int]] = {}
+        width = 0
+        for pop in integrated_populations(net):
+            spike_cols[pop.name] = (width, pop.local.size)
+            width += padded(pop.local.size)
         recs = []
         for rec in net.spec.recordings:
             local = net.populations[rec.population].local
             pos = np.searchsorted(local, np.asarray(rec.neurons, np.int64))
             present = (pos < local.size) & (local[np.minimum(pos, max(local.size - 1, 0))] == np.asarray(rec.neurons)) if local.size else np.zeros(len(rec.neurons), bool)
             recs.append((rec.name, rec.population, rec.variable, pos[present].astype(np.int64)))
-        return KernelLayout(integrated, fire_keys, event_keys, recs)
+        sample_cols, width = {}, 0
+        for name, _, _, pos in recs:
+            sample_cols[name] = (width, pos.size)
+            width += pos.size
+        # State packed per owner (population or graded projection), float64 apart where the
+        # precision is float32 (spike times are always float64).
+        groups: dict[tuple[str, bool], list[str]] = {}
+        f64 = self.dtype == self.tf.float64
+        for key in initial_state(net):
+            fire = key.endswith(".fire_t")
+            groups.setdefault((self._owner(key), fire or f64), []).append(key)
+        packed = [(owner if is64 == f64 else f"{owner}:f64", keys, is64) for (owner, is64), keys in groups.items()]
+        return KernelLayout(integrated, fire_keys, event_keys, recs, event_columns(net), spike_cols, sample_cols, packed)
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -200,39 +248,45 @@ class IntervalKernel:
         out = dict(new)
         for pop_name, key in self.layout.fire_keys.items():
             out[key] = fire[pop_name]
-        samples = {name: tf.gather(new[state_key(rp, var)], pos) for name, rp, var, pos in self.layout.recordings}
-        return out, spikes, samples
+        samples = [tf.gather(new[state_key(rp, var)], pos) for _, rp, var, pos in self.layout.recordings]
+        spike_row = tf.concat([spikes[p] for p in self.layout.fire_keys], 0)
+        sample_row = tf.concat(samples, 0) if samples else tf.zeros([0], self.dtype)
+        return out, spike_row, sample_row
 
-    def _interval(self, state: dict[str, Any], steps: Any, inputs: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-        tf = self.tf
-        zeros_spk = {pop: tf.zeros([padded(self.net.populations[pop].local.size)], tf.float64) for pop in self.layout.fire_keys}
-        zeros_smp = {name: tf.zeros([pos.size], self.dtype) for name, _, _, pos in self.layout.recordings}
+    def _interval(self, packed: dict[str, Any], step0: Any, block: Any) -> tuple[Any, Any, Any, Any]:
+        tf, layout = self.tf, self.layout
+        state = {key: packed[name][i] for name, keys, _ in layout.groups for i, key in enumerate(keys)}
+        n_steps = block.shape[0]  # static: one concrete function per epoch length
+        steps = step0 + tf.range(n_steps, dtype=tf.int64)
+        inputs = {key: block[:, c0:c0 + padded(n)] for key, (c0, n) in layout.event_cols.items()}
+        spike_w = sum(padded(n) for _, n in layout.spike_cols.values())
+        sample_w = sum(k for _, k in layout.sample_cols.values())
 
         if self.loop == "while":
             # The default: a scan written as a while loop with TensorArrays for the per-step
             # outputs only. tf.scan must stack every carried variable (its output is its carry),
             # which costs ~1.3x here (benchmarks/kernel_loop.py).
-            m = tf.shape(steps)[0]
-            tas_spk = {k: tf.TensorArray(tf.float64, size=m) for k in zeros_spk}
-            tas_smp = {k: tf.TensorArray(self.dtype, size=m) for k in zeros_smp}
+            ta_spk = tf.TensorArray(tf.float64, size=n_steps, element_shape=[spike_w])
+            ta_smp = tf.TensorArray(self.dtype, size=n_steps, element_shape=[sample_w])
 
             def body(i: Any, y: Any, ta1: Any, ta2: Any) -> Any:
                 inc = {k: v[i] for k, v in inputs.items()}
                 y2, spk, smp = self._step(y, steps[i], inc)
-                return (i + 1, y2, {k: ta1[k].write(i, spk[k]) for k in ta1}, {k: ta2[k].write(i, smp[k]) for k in ta2})
+                return i + 1, y2, ta1.write(i, spk), ta2.write(i, smp)
 
-            _, final, tas_spk, tas_smp = tf.while_loop(lambda i, *a: i < m, body, (0, state, tas_spk, tas_smp))
-            return (final, {k: v.stack() for k, v in tas_spk.items()}, {k: v.stack() for k, v in tas_smp.items()},
-                    self._finite(final))
+            _, final, ta_spk, ta_smp = tf.while_loop(lambda i, *a: i < n_steps, body, (0, state, ta_spk, ta_smp))
+            spikes, samples = ta_spk.stack(), ta_smp.stack()
+        else:
+            def scan_fn(carry: Any, elem: Any) -> Any:
+                y, _, _ = carry
+                k, inc = elem
+                return self._step(y, k, inc)
 
-        def scan_fn(carry: Any, elem: Any) -> Any:
-            y, _, _ = carry
-            k, inc = elem
-            return self._step(y, k, inc)
-
-        ys, spikes, samples = tf.scan(scan_fn, (steps, inputs), initializer=(state, zeros_spk, zeros_smp))
-        final = {k: v[-1] for k, v in ys.items()}
-        return final, spikes, samples, self._finite(final)
+            init = (state, tf.zeros([spike_w], tf.float64), tf.zeros([sample_w], self.dtype))
+            ys, spikes, samples = tf.scan(scan_fn, (steps, inputs), initializer=init)
+            final = {k: v[-1] for k, v in ys.items()}
+        out = {name: tf.stack([final[k] for k in keys]) for name, keys, _ in layout.groups}
+        return out, spikes, samples, self._finite(final)
 
     def _finite(self, state: dict[str, Any]) -> Any:
         """One fused reduction over every state variable of every population: is all finite.
@@ -259,47 +313,70 @@ class IntervalKernel:
         return np.pad(arr, width, mode="edge") if fill is None else np.pad(arr, width, constant_values=fill)
 
     def to_device(self, state: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Host state (float64 arrays by key, as ``initial_state``) -> the packed device state."""
         tf = self.tf
-        return {k: tf.constant(self._pad(v, self._owner(k)), tf.float64 if k.endswith(".fire_t") else self.dtype)
-                for k, v in state.items()}
+        return {name: tf.constant(np.stack([self._pad(state[k], self._owner(k)) for k in keys]),
+                                  tf.float64 if is64 else self.dtype)
+                for name, keys, is64 in self.layout.groups}
 
     def to_host(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
         out = {}
-        for k, v in state.items():
-            n = self.net.populations[self._owner(k)].local.size
-            out[k] = np.asarray(v.numpy()[:n], dtype=np.float64)
+        for name, keys, _ in self.layout.groups:
+            arr = state[name].numpy()
+            n = self.net.populations[self._owner(keys[0])].local.size
+            for i, k in enumerate(keys):
+                out[k] = np.asarray(arr[i, :n], dtype=np.float64)
         return out
 
-    def run(self, state: dict[str, Any], step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> IntervalResult:
-        """Advance ``n_steps`` from global step ``step0``. ``inputs[key]`` is [n_steps, n_local]
-        (or already padded to the kernel's width, as ``RingBuffers.take`` gives it).
+    def pack_inputs(self, inputs: dict[str, np.ndarray], n_steps: int) -> np.ndarray:
+        """Increments by key ([n_steps, n_local], or padded) -> the block ``feeds`` takes."""
+        cols = self.layout.event_cols
+        block = np.zeros((n_steps, columns_width(cols)))
+        for key, (c0, n) in cols.items():
+            arr = inputs[key]
+            block[:, c0:c0 + arr.shape[1]] = arr
+        return block
+
+    def run(self, state: dict[str, Any], step0: int, n_steps: int, inputs: np.ndarray | dict[str, np.ndarray]) -> IntervalResult:
+        """Advance ``n_steps`` from global step ``step0``. ``inputs`` is the increment block
+        [n_steps, columns] as ``RingBuffers.take`` gives it, or a dict by key ([n_steps, n_local]).
         Spikes are returned for the integrated populations only (not for spike sources)."""
         return self.fetch(self.call(state, self.feeds(step0, n_steps, inputs)))
 
     # The three parts of ``run``, for a caller that overlaps the call with other work: ``feeds``
     # and ``fetch`` hold the GIL, ``call`` runs compiled code (and releases it).
-    def feeds(self, step0: int, n_steps: int, inputs: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
+    def feeds(self, step0: int, n_steps: int, inputs: np.ndarray | dict[str, np.ndarray]) -> tuple[Any, Any]:
         tf = self.tf
-        steps = tf.range(step0, step0 + n_steps, dtype=tf.int64)
-        return steps, {k: tf.constant(self._pad(inputs[k], k.split(".")[0], 0.0), self.dtype) for k in self.layout.event_keys}
+        block = self.pack_inputs(inputs, n_steps) if isinstance(inputs, dict) else inputs
+        return tf.constant(step0, tf.int64), tf.constant(block, self.dtype)
 
-    def call(self, state: dict[str, Any], feeds: tuple[Any, dict[str, Any]]) -> tuple[Any, ...]:
+    def call(self, state: dict[str, Any], feeds: tuple[Any, Any]) -> tuple[Any, ...]:
         if not self.layout.fire_keys:  # only spike sources here: nothing to integrate
-            return state, {}, {}, None
-        steps, inc = feeds
-        n_steps = int(steps.shape[0])
+            return state, None, None, None
+        step0, block = feeds
+        n_steps = int(block.shape[0])
         # The concrete function for this epoch length (a few: the epochs of a whole interval and
         # of the last, shorter one): calling it skips tf.function's per-call signature matching,
         # a few hundred µs per call on a loaded 2-core machine (benchmarks/kernel_loop.py).
         fn = self._concrete.get(n_steps)
         if fn is None:
-            fn = self._concrete[n_steps] = self._fn.get_concrete_function(state, steps, inc)
-        return tuple(fn(state, steps, inc))
+            fn = self._concrete[n_steps] = self._fn.get_concrete_function(state, step0, block)
+        return tuple(fn(state, step0, block))
 
     def fetch(self, out: tuple[Any, ...]) -> IntervalResult:
         new_state, spikes, samples, finite = out
         if finite is None:
-            return IntervalResult(new_state, {}, {}, True)
-        sizes = {p: pop.local.size for p, pop in self.net.populations.items()}
-        return IntervalResult(new_state, {k: v.numpy()[:, :sizes[k]] for k, v in spikes.items()},
-                              {k: v.numpy() for k, v in samples.items()}, bool(finite.numpy()))
+            return IntervalResult(new_state, {}, {}, True, np.zeros((0, 0)))
+        spk, smp = spikes.numpy(), samples.numpy()
+        return IntervalResult(new_state, {p: spk[:, c0:c0 + n] for p, (c0, n) in self.layout.spike_cols.items()},
+                              {r: smp[:, c0:c0 + k] for r, (c0, k) in self.layout.sample_cols.items()},
+                              bool(finite.numpy()), spk)
+
+    def spike_columns_gid(self) -> np.ndarray:
+        """Global id of each column of ``IntervalResult.spike_block`` (-1 for padding)."""
+        net = self.net
+        width = sum(padded(n) for _, n in self.layout.spike_cols.values())
+        gid = np.full(width, -1, np.int64)
+        for pop, (c0, n) in self.layout.spike_cols.items():
+            gid[c0:c0 + n] = net.layout.gid(pop, net.populations[pop].local)
+        return gid

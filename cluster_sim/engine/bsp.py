@@ -98,7 +98,6 @@ class BSPBackend:
         fault = _injected_fault()
         flush_every = max(1, int(round(spec.output.flush_every_ms / dt / m)))
         ckpt_every_iv = int(round(ctx.checkpoint_every_ms / dt / m)) if ctx.checkpoint_every_ms else 0
-        col_gid = kernel.spike_columns_gid()  # global id of each column of the spike block
         sources = local_sources(net)
         self.pending_spikes: list[tuple[np.ndarray, np.ndarray]] = []  # (gids, times)
         self.pending_samples: dict[str, list[np.ndarray]] = {name: [] for name in self.rec_cols}
@@ -146,13 +145,8 @@ class BSPBackend:
                     res = kernel.fetch(out)
                     smp, finite = res.samples, res.finite
                     batches = []
-                    spk = res.spike_block
-                    hit = np.flatnonzero(~np.isnan(spk.reshape(-1)))  # one scan over every population
-                    if hit.size:
-                        rows, cols = np.divmod(hit, spk.shape[1])
-                        gids = col_gid[cols]
-                        keep = gids >= 0  # padding lanes copy a real neuron: drop their spikes
-                        gids, rows, times = gids[keep], rows[keep], spk.reshape(-1)[hit[keep]]
+                    gids, rows, times = kernel.spike_events(res)
+                    if gids.size:
                         self.pending_spikes.append((gids, times))
                         batches.append(SpikeBatch(gids, step + rows, times))
                     for src in sources:

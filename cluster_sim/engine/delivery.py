@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster_sim.engine.kernel import columns_width, event_columns, state_key
+from cluster_sim.engine.kernel import event_columns, state_key
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
 
@@ -64,7 +64,8 @@ class RingBuffers:
 
     def __init__(self, net: Network, interval_steps: int) -> None:
         self.routes: list[_Route] = []
-        self.columns = event_columns(net)
+        cols = event_columns(net)
+        self.columns, self.width = cols.at, cols.width
         max_delay = 0
         for proj in net.projections:
             if isinstance(proj.synapse, GradedKinetic):
@@ -75,7 +76,6 @@ class RingBuffers:
             self.routes.append(_Route(key, self.columns[key][0], off, proj.n_source, indptr, tgt, w, proj.delay_steps))
             max_delay = max(max_delay, proj.delay_steps)
         self.slots = max_delay + interval_steps + 1
-        self.width = columns_width(self.columns)
         self.buffer = np.zeros((self.slots, self.width))  # padding columns stay zero
         self.rings = {k: self.buffer[:, c0:c0 + n] for k, (c0, n) in self.columns.items()}  # views
 
@@ -110,11 +110,6 @@ class RingBuffers:
     def take(self, step0: int, n_steps: int) -> np.ndarray:
         """The increments for steps step0 .. step0+n_steps-1, cleared from the rings, as one
         [n_steps, columns] block (zero in the padding), the kernel's input layout."""
-        r0 = step0 % self.slots
-        if r0 + n_steps <= self.slots:  # no wrap-around: one slice
-            block = self.buffer[r0:r0 + n_steps].copy()
-            self.buffer[r0:r0 + n_steps] = 0.0
-            return block
         rows = np.arange(step0, step0 + n_steps) % self.slots
         block = self.buffer[rows]
         self.buffer[rows] = 0.0

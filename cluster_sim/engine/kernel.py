@@ -44,25 +44,30 @@ def integrated_populations(net: Network) -> list[Population]:
     return [pop for pop in net.populations.values() if not pop.model.is_source]
 
 
-def event_columns(net: Network) -> dict[str, tuple[int, int]]:
+class Columns(NamedTuple):
+    """Consecutive column blocks of one packed array: name -> (first column, n), and the width."""
+
+    at: dict[str, tuple[int, int]]
+    width: int
+
+
+def column_blocks(sizes: dict[str, int], lanes: bool = True) -> Columns:
+    """One block per name, in order; with ``lanes`` each padded to a multiple of LANES."""
+    at, width = {}, 0
+    for name, n in sizes.items():
+        at[name] = (width, n)
+        width += padded(n) if lanes else n
+    return Columns(at, width)
+
+
+def event_columns(net: Network) -> Columns:
     """Where each variable receiving spike-triggered increments ("pop.var") sits in the packed
-    increment block (the ring buffers' layout and the kernel's input): key -> (first column,
-    local neurons); each key's columns are padded to a multiple of LANES."""
-    cols: dict[str, tuple[int, int]] = {}
-    width = 0
+    increment block: the ring buffers' layout and the kernel's input."""
+    sizes: dict[str, int] = {}
     for proj in net.projections:
-        if isinstance(proj.synapse, GradedKinetic):
-            continue
-        key = state_key(proj.target, getattr(proj.synapse, "var"))  # a ConductanceJump
-        if key not in cols:
-            n = net.populations[proj.target].local.size
-            cols[key] = (width, n)
-            width += padded(n)
-    return cols
-
-
-def columns_width(cols: dict[str, tuple[int, int]]) -> int:
-    return max((c0 + padded(n) for c0, n in cols.values()), default=0)
+        if not isinstance(proj.synapse, GradedKinetic):
+            sizes[state_key(proj.target, getattr(proj.synapse, "var"))] = net.populations[proj.target].local.size  # a ConductanceJump
+    return column_blocks(sizes)
 
 
 @dataclass
@@ -73,9 +78,9 @@ class KernelLayout:
     fire_keys: dict[str, str]  # population -> key of its last-spike-time array
     event_keys: list[str]  # keys that receive spike-triggered increments ("pop.var")
     recordings: list[tuple[str, str, str, np.ndarray]]  # (name, pop, var, local positions)
-    event_cols: dict[str, tuple[int, int]]  # event key -> (first column, n) in the increment block
-    spike_cols: dict[str, tuple[int, int]]  # population -> (first column, n) in the spike block
-    sample_cols: dict[str, tuple[int, int]]  # recording -> (first column, k) in the sample block
+    event_cols: Columns  # event key -> columns of the increment block
+    spike_cols: Columns  # population -> columns of the spike block
+    sample_cols: Columns  # recording -> columns of the sample block (not padded)
     groups: list[tuple[str, list[str], bool]]  # packed state: (name, keys stacked, float64?)
 
 
@@ -149,46 +154,36 @@ class IntervalKernel:
                       for s in net.stimuli]
         self._fn = tf.function(self._interval, jit_compile=jit_compile, autograph=False)
         self._concrete: dict[int, Any] = {}  # interval length (steps) -> traced function
+        self._col_gid: np.ndarray | None = None  # global id per spike-block column (spike_events)
 
     # -- layout -----------------------------------------------------------------------------
 
     def _layout(self) -> KernelLayout:
         net = self.net
-        integrated, fire_keys, event_keys = [], {}, []
+        integrated, fire_keys = [], {}
         for pop in integrated_populations(net):
             integrated += [state_key(pop.name, v) for v in pop.model.variables]
             fire_keys[pop.name] = state_key(pop.name, "fire_t")
         for proj in net.projections:
             if isinstance(proj.synapse, GradedKinetic):
                 integrated += [state_key(proj.spec.name, v) for v in proj.synapse.variables]
-            else:
-                key = state_key(proj.target, getattr(proj.synapse, "var"))  # a ConductanceJump
-                if key not in event_keys:
-                    event_keys.append(key)
-        spike_cols: dict[str, tuple[int, int]] = {}
-        width = 0
-        for pop in integrated_populations(net):
-            spike_cols[pop.name] = (width, pop.local.size)
-            width += padded(pop.local.size)
+        event_cols = event_columns(net)
         recs = []
         for rec in net.spec.recordings:
             local = net.populations[rec.population].local
             pos = np.searchsorted(local, np.asarray(rec.neurons, np.int64))
             present = (pos < local.size) & (local[np.minimum(pos, max(local.size - 1, 0))] == np.asarray(rec.neurons)) if local.size else np.zeros(len(rec.neurons), bool)
             recs.append((rec.name, rec.population, rec.variable, pos[present].astype(np.int64)))
-        sample_cols, width = {}, 0
-        for name, _, _, pos in recs:
-            sample_cols[name] = (width, pos.size)
-            width += pos.size
-        # State packed per owner (population or graded projection), float64 apart where the
-        # precision is float32 (spike times are always float64).
+        spike_cols = column_blocks({pop.name: pop.local.size for pop in integrated_populations(net)})
+        sample_cols = column_blocks({name: pos.size for name, _, _, pos in recs}, lanes=False)
+        # State packed per population (graded synapse state with its source's), float64 apart
+        # where the precision is float32 (spike times are always float64).
         groups: dict[tuple[str, bool], list[str]] = {}
         f64 = self.dtype == self.tf.float64
-        for key in initial_state(net):
-            fire = key.endswith(".fire_t")
-            groups.setdefault((self._owner(key), fire or f64), []).append(key)
+        for key in integrated + list(fire_keys.values()):
+            groups.setdefault((self._owner(key), key.endswith(".fire_t") or f64), []).append(key)
         packed = [(owner if is64 == f64 else f"{owner}:f64", keys, is64) for (owner, is64), keys in groups.items()]
-        return KernelLayout(integrated, fire_keys, event_keys, recs, event_columns(net), spike_cols, sample_cols, packed)
+        return KernelLayout(integrated, fire_keys, list(event_cols.at), recs, event_cols, spike_cols, sample_cols, packed)
 
     # -- the step ---------------------------------------------------------------------------
 
@@ -258,9 +253,8 @@ class IntervalKernel:
         state = {key: packed[name][i] for name, keys, _ in layout.groups for i, key in enumerate(keys)}
         n_steps = block.shape[0]  # static: one concrete function per epoch length
         steps = step0 + tf.range(n_steps, dtype=tf.int64)
-        inputs = {key: block[:, c0:c0 + padded(n)] for key, (c0, n) in layout.event_cols.items()}
-        spike_w = sum(padded(n) for _, n in layout.spike_cols.values())
-        sample_w = sum(k for _, k in layout.sample_cols.values())
+        inputs = {key: block[:, c0:c0 + padded(n)] for key, (c0, n) in layout.event_cols.at.items()}
+        spike_w, sample_w = layout.spike_cols.width, layout.sample_cols.width
 
         if self.loop == "while":
             # The default: a scan written as a while loop with TensorArrays for the per-step
@@ -331,8 +325,8 @@ class IntervalKernel:
     def pack_inputs(self, inputs: dict[str, np.ndarray], n_steps: int) -> np.ndarray:
         """Increments by key ([n_steps, n_local], or padded) -> the block ``feeds`` takes."""
         cols = self.layout.event_cols
-        block = np.zeros((n_steps, columns_width(cols)))
-        for key, (c0, n) in cols.items():
+        block = np.zeros((n_steps, cols.width))
+        for key, (c0, n) in cols.at.items():
             arr = inputs[key]
             block[:, c0:c0 + arr.shape[1]] = arr
         return block
@@ -368,15 +362,21 @@ class IntervalKernel:
         if finite is None:
             return IntervalResult(new_state, {}, {}, True, np.zeros((0, 0)))
         spk, smp = spikes.numpy(), samples.numpy()
-        return IntervalResult(new_state, {p: spk[:, c0:c0 + n] for p, (c0, n) in self.layout.spike_cols.items()},
-                              {r: smp[:, c0:c0 + k] for r, (c0, k) in self.layout.sample_cols.items()},
+        return IntervalResult(new_state, {p: spk[:, c0:c0 + n] for p, (c0, n) in self.layout.spike_cols.at.items()},
+                              {r: smp[:, c0:c0 + k] for r, (c0, k) in self.layout.sample_cols.at.items()},
                               bool(finite.numpy()), spk)
 
-    def spike_columns_gid(self) -> np.ndarray:
-        """Global id of each column of ``IntervalResult.spike_block`` (-1 for padding)."""
-        net = self.net
-        width = sum(padded(n) for _, n in self.layout.spike_cols.values())
-        gid = np.full(width, -1, np.int64)
-        for pop, (c0, n) in self.layout.spike_cols.items():
-            gid[c0:c0 + n] = net.layout.gid(pop, net.populations[pop].local)
-        return gid
+    def spike_events(self, res: IntervalResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The interval's spikes as (global ids, step within the interval, times), in (step, column)
+        order: one scan over the spike block of every population."""
+        if self._col_gid is None:
+            net = self.net
+            self._col_gid = np.full(self.layout.spike_cols.width, -1, np.int64)  # -1: padding lanes
+            for pop, (c0, n) in self.layout.spike_cols.at.items():
+                self._col_gid[c0:c0 + n] = net.layout.gid(pop, net.populations[pop].local)
+        flat = res.spike_block.reshape(-1)
+        hit = np.flatnonzero(~np.isnan(flat))
+        rows, cols = np.divmod(hit, max(res.spike_block.shape[1], 1))
+        gids = self._col_gid[cols]
+        keep = gids >= 0  # padding lanes copy a real neuron: drop their spikes
+        return gids[keep], rows[keep], flat[hit[keep]]

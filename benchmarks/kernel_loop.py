@@ -16,6 +16,7 @@ is built with in-degree 80 (p = 0.02 at N = 4000; p = 320/N at larger N) to keep
     python benchmarks/kernel_loop.py           # N = 4000, 64000; 2 processes each
     python benchmarks/kernel_loop.py --quick   # N = 4000; 1 process
     python benchmarks/kernel_loop.py --compaction  # spike compaction: inside XLA vs NumPy on the host
+    python benchmarks/kernel_loop.py --vector-width  # LLVM's preferred vector width, 256 vs 512 bits
 
 ``--compaction`` measures, on the dense [10, N] spike-time array one interval returns (NaN where
 no spike, 0.2 % spiking as COBAHH), turning it into a count + index/time buffer inside a compiled
@@ -31,15 +32,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cobahh_overrides, have_matplotlib, interleaved, md_table, med, plot_path, save, worker_main  # noqa: E402
+from _common import cobahh_overrides, have_matplotlib, interleaved, machine, md_table, med, plot_path, save, worker_main  # noqa: E402
 
 VARIANTS = [("while", True), ("scan", True), ("while", False), ("scan", False)]
 M = 10  # steps per interval (1 ms delay / 0.1 ms)
 
 
 def w_kernel(cfg: dict) -> dict:
+    import os
+
     from cluster_sim.runtime.device import prepare_environment
 
+    if cfg.get("vector_width"):  # the user's flag: prepare_environment leaves it as given
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_prefer_vector_width={cfg['vector_width']}"
     prepare_environment()
     import numpy as np
     import tensorflow as tf
@@ -68,7 +73,7 @@ def w_kernel(cfg: dict) -> dict:
     net = build_network(spec)
     out: dict = {"n": n, "precision": cfg["precision"], "variants": {}}
     kernels, states, zeros = {}, {}, {}
-    for loop, jit in VARIANTS:
+    for loop, jit in cfg.get("variants", VARIANTS):
         key = f"{loop} jit={'on' if jit else 'off'}"
         k = IntervalKernel(net, precision=cfg["precision"], method="exp_euler", dt_ms=0.1, jit_compile=jit, loop=loop)
         zeros[key] = k.pack_inputs({kk: np.zeros((M, net.populations[kk.split('.')[0]].local.size))
@@ -173,12 +178,35 @@ def compaction_main(reps: int) -> None:
     print(f"wrote {path}")
 
 
+def vector_width_main(reps: int) -> None:
+    """The default kernel (while loop, XLA) with LLVM preferring 256- vs 512-bit vectors
+    (``--xla_cpu_prefer_vector_width``; cluster-sim sets 512, runtime/device.py), N = 4000 and
+    16000, each in fresh processes, interleaved."""
+    cfgs = [{"impl": "kernel", "n": n, "precision": prec, "iters": 40 if n <= 4000 else 10, "rounds": 3,
+             "variants": [("while", True)], "vector_width": w}
+            for n in (4000, 16000) for prec in ("float64", "float32") for w in (256, 512)]
+    label = lambda c: f"N={c['n']} {c['precision']} width={c['vector_width']}"  # noqa: E731
+    res = interleaved(Path(__file__), cfgs, reps, label)
+    rows = []
+    for c in cfgs[::2]:
+        ns = {w: med(x for r in res[label({**c, "vector_width": w})] if "error" not in r
+                     for x in r["variants"]["while jit=on"]["call_ns"]) for w in (256, 512)}
+        rows.append([c["n"], c["precision"], ns[256], ns[512], ns[512] / ns[256] if ns[256] and ns[512] else None])
+    print(f"\n## Compiled interval, ns per neuron-step (call), LLVM vector width 256 vs 512 bits; CPU {machine().get('cpu', '?')}\n")
+    print(md_table(["N", "precision", "256-bit", "512-bit", "512 / 256"], rows))
+    path = save("kernel_vector_width", {"reps": reps, "raw": res}, False)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--compaction", action="store_true", help="only the spike-compaction comparison")
+    ap.add_argument("--vector-width", action="store_true", help="only 256- vs 512-bit vectors for the default kernel")
     a = ap.parse_args()
+    if a.vector_width:
+        return vector_width_main(a.reps or 2)
     if a.compaction:
         return compaction_main(a.reps or 2)
     ns = [4000] if a.quick else [4000, 64000]

@@ -235,7 +235,10 @@ def _report(msg: str) -> None:
 
     ctx = active_context()
     prefix = f"[rank {ctx.rank}/{ctx.size}] " if ctx is not None else ""
-    print(prefix + msg, file=sys.stderr, flush=True)
+    # One write per message: print's separate write of the newline let two ranks' messages run
+    # together on one line (a pipe keeps a write below PIPE_BUF whole).
+    sys.stderr.write(prefix + msg + "\n")
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def _error_line(stderr: str) -> str:
     """The first error message (ranks may print theirs onto one line at the same moment)."""
     import re
 
-    found = re.findall(r"cluster-sim: error: (.*?)(?=\[rank \d+/\d+\]|\n|$)", stderr)
+    found = re.findall(r"cluster-sim: error: (.*?)(?=\[rank \d+/\d+\]|cluster-sim: error: |\n|$)", stderr)
     assert found, stderr[-2000:]
     return found[0].strip()
 

@@ -48,7 +48,7 @@ class BSPBackend:
         spec, net = ctx.spec, ctx.net
         with ctx.timers.clock("build"):
             self.m = interval_steps(spec)
-            self.rings = RingBuffers(net, self.m)
+            self.rings = RingBuffers(net, self.m, spec.integrator.precision)
             self.exchange = make_exchange(spec, ctx.comm, net)
         self.dt = spec.integrator.dt_ms
         self.total_steps = int(round(spec.simulation.duration_ms / self.dt))
@@ -70,11 +70,12 @@ class BSPBackend:
                                          dt_ms=self.dt, jit_compile=spec.engine.jit_compile, loop=spec.engine.loop)
             state0 = initial_state(net)
             if ctx.manifest is not None:
-                state0 = _restore(ckpt.load_parts(ctx.out, ctx.manifest), net, list(state0), self.rings)
+                state0 = _restore(ckpt.load_parts(ctx.out, ctx.manifest), net, list(state0), self.rings,
+                                  int(ctx.manifest["step"]))
             self.state = self.kernel.to_device(state0)
             # Trace and compile outside the timed integration (for every epoch length used).
             for n in sorted(set(epoch_lengths(self.m, self.split, self.step, self.total_steps))):
-                self.kernel.run(self.state, self.step, n, np.zeros((n, self.rings.width)))
+                self.kernel.run(self.state, self.step, n, np.zeros((n, self.rings.width), self.rings.buffer.dtype))
         self.exchange.barrier()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -292,7 +293,8 @@ def _checkpoint_arrays(net: Network, host_state: dict[str, np.ndarray], rings: R
     return arrays
 
 
-def _restore(parts: list[dict[str, np.ndarray]], net: Network, state_keys: list[str], rings: RingBuffers) -> dict[str, np.ndarray]:
+def _restore(parts: list[dict[str, np.ndarray]], net: Network, state_keys: list[str], rings: RingBuffers,
+             step: int) -> dict[str, np.ndarray]:
     """Reassemble state and rings for this rank's neurons from any number of rank files."""
     owner_pop: dict[str, str] = {}  # state key -> population whose gids index it
     for name, population in net.populations.items():
@@ -312,11 +314,11 @@ def _restore(parts: list[dict[str, np.ndarray]], net: Network, state_keys: list[
     restored = {}
     for key, ring in rings.rings.items():
         pop = key.split(".")[0]
-        slots = np.zeros((ring.shape[0], net.populations[pop].count))
+        slots = np.zeros((parts[0][f"ring/{key}"].shape[0], net.populations[pop].count))  # as saved
         for part in parts:
             slots[:, part[f"gid/{pop}"]] = part[f"ring/{key}"]
         restored[key] = slots[:, net.populations[pop].local]
-    rings.restore(restored)
+    rings.restore(restored, step)
     return state
 
 

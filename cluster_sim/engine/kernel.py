@@ -325,7 +325,7 @@ class IntervalKernel:
     def pack_inputs(self, inputs: dict[str, np.ndarray], n_steps: int) -> np.ndarray:
         """Increments by key ([n_steps, n_local], or padded) -> the block ``feeds`` takes."""
         cols = self.layout.event_cols
-        block = np.zeros((n_steps, cols.width))
+        block = np.zeros((n_steps, cols.width), self.dtype.as_numpy_dtype)
         for key, (c0, n) in cols.at.items():
             arr = inputs[key]
             block[:, c0:c0 + arr.shape[1]] = arr
@@ -342,7 +342,18 @@ class IntervalKernel:
     def feeds(self, step0: int, n_steps: int, inputs: np.ndarray | dict[str, np.ndarray]) -> tuple[Any, Any]:
         tf = self.tf
         block = self.pack_inputs(inputs, n_steps) if isinstance(inputs, dict) else inputs
-        return tf.constant(step0, tf.int64), tf.constant(block, self.dtype)
+        return tf.constant(step0, tf.int64), self._block_tensor(block)
+
+    def _block_tensor(self, block: np.ndarray) -> Any:
+        """The increment block as a tensor: the ring buffer's rows themselves (DLPack, no copy)
+        where they are already in the kernel's layout (dtype, C order, 64-byte aligned, as
+        ``RingBuffers.take`` gives them), else a copy. The block must not change until the call
+        has returned."""
+        tf = self.tf
+        if (block.size and block.dtype == self.dtype.as_numpy_dtype and block.flags.c_contiguous
+                and block.ctypes.data % 64 == 0):
+            return tf.experimental.dlpack.from_dlpack(block.__dlpack__())
+        return tf.constant(block, self.dtype)
 
     def call(self, state: dict[str, Any], feeds: tuple[Any, Any]) -> tuple[Any, ...]:
         if not self.layout.fire_keys:  # only spike sources here: nothing to integrate

@@ -20,6 +20,10 @@ _XLA_DEFAULT_FLAGS = {"--xla_cpu_use_thunk_runtime": ("false", (2, 17))}
 # async kernel keeps guard lanes at the end of every batch (asyncmode/bdf.GUARD_LANES); the BSP
 # kernel's per-neuron loops show no position dependence (tests/test_bsp_lanes.py).
 _XLA_DEFAULT_FLAGS["--xla_cpu_use_fusion_emitters"] = ("true", (2, 21))
+# LLVM's vectoriser targets 256-bit vectors by default even where the CPU has AVX-512; 512 bits
+# made the float64 COBAHH step 17% cheaper on Sapphire Rapids (35.8 -> 29.8 ns per neuron-step,
+# float32 unchanged). CPUs without AVX-512 keep the widest vectors they have.
+_XLA_DEFAULT_FLAGS["--xla_cpu_prefer_vector_width"] = ("512", (2, 21))
 
 
 def _tf_version() -> tuple[int, int]:

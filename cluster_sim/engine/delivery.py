@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cluster_sim.engine.kernel import event_columns, state_key
+from cluster_sim.engine.kernel import BLOCK_ALIGN, event_columns, state_key
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network
-
-_ALIGN = 64  # bytes: XLA:CPU's buffer alignment, so an epoch's rows pass to TensorFlow uncopied
 
 
 @dataclass
@@ -65,8 +63,6 @@ class Route:
 def _merge(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_source: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSRs over the same sources (indptr, column, weight), in order -> one CSR whose row s is
     the parts' rows s one after the other."""
-    if len(parts) == 1:
-        return parts[0]
     src = np.concatenate([np.repeat(np.arange(n_source), np.diff(p[0])) for p in parts])
     order = np.argsort(src, kind="stable")  # stable: part order, then CSR order, within a row
     counts = sum(np.diff(p[0]) for p in parts)
@@ -140,7 +136,7 @@ class RingBuffers:
         ``take``, which clears it."""
         self._clear_taken()
         r0 = step0 % self.slots
-        if r0 + n_steps > self.slots or (step0 // self.interval) != (step0 + n_steps - 1) // self.interval:
+        if step0 // self.interval != (step0 + n_steps - 1) // self.interval:  # slots: a multiple of the interval
             raise ValueError(f"epoch of steps {step0}..{step0 + n_steps - 1} crosses an interval boundary "
                              f"(interval {self.interval} steps)")
         self._taken = slice(r0, r0 + n_steps)
@@ -171,8 +167,8 @@ class RingBuffers:
 
 
 def _aligned_zeros(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-    """Zeros whose first element sits on an ``_ALIGN``-byte boundary."""
+    """Zeros whose first element sits on a ``BLOCK_ALIGN``-byte boundary."""
     n = int(np.prod(shape)) * dtype.itemsize
-    raw = np.zeros(n + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
+    raw = np.zeros(n + BLOCK_ALIGN, np.uint8)
+    start = -raw.ctypes.data % BLOCK_ALIGN
     return raw[start:start + n].view(dtype).reshape(shape)

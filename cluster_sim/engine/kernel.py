@@ -28,6 +28,9 @@ from cluster_sim.network.build import Network, Population, graded_indices
 # the last (n mod vector width) elements in a scalar remainder whose exp() can differ in the
 # last bit, which would make results depend on how neurons are split across ranks.
 LANES = 32
+# Host blocks whose first byte sits on this boundary (XLA:CPU's buffer alignment) reach the kernel
+# uncopied: the ring buffer is allocated so (``delivery.RingBuffers``).
+BLOCK_ALIGN = 64
 
 
 def padded(n: int) -> int:
@@ -346,12 +349,12 @@ class IntervalKernel:
 
     def _block_tensor(self, block: np.ndarray) -> Any:
         """The increment block as a tensor: the ring buffer's rows themselves (DLPack, no copy)
-        where they are already in the kernel's layout (dtype, C order, 64-byte aligned, as
+        where they are already in the kernel's layout (dtype, C order, ``BLOCK_ALIGN``-aligned, as
         ``RingBuffers.take`` gives them), else a copy. The block must not change until the call
         has returned."""
         tf = self.tf
         if (block.size and block.dtype == self.dtype.as_numpy_dtype and block.flags.c_contiguous
-                and block.ctypes.data % 64 == 0):
+                and block.ctypes.data % BLOCK_ALIGN == 0):
             return tf.experimental.dlpack.from_dlpack(block.__dlpack__())
         return tf.constant(block, self.dtype)
 

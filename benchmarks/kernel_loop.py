@@ -17,6 +17,7 @@ is built with in-degree 80 (p = 0.02 at N = 4000; p = 320/N at larger N) to keep
     python benchmarks/kernel_loop.py --quick   # N = 4000; 1 process
     python benchmarks/kernel_loop.py --compaction  # spike compaction: inside XLA vs NumPy on the host
     python benchmarks/kernel_loop.py --vector-width  # LLVM's preferred vector width, 256 vs 512 bits
+    python benchmarks/kernel_loop.py --rk4-stages    # AL RK4: each stage's derivatives materialised or not
 
 ``--compaction`` measures, on the dense [10, N] spike-time array one interval returns (NaN where
 no spike, 0.2 % spiking as COBAHH), turning it into a count + index/time buffer inside a compiled
@@ -108,6 +109,70 @@ def w_kernel(cfg: dict) -> dict:
     out["threads"] = {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
                       "inter": tf.config.threading.get_inter_op_parallelism_threads()}
     return out
+
+
+def w_stages(cfg: dict) -> dict:
+    """The antennal lobe's RK4 interval (``jobs/antennal_lobe.toml``, 1000 steps per call, one
+    thread) with ``materialize_stages`` on and off, built and timed round by round in this process;
+    the two final states are compared."""
+    from cluster_sim.runtime.device import prepare_environment
+
+    prepare_environment()
+    import numpy as np
+    import tensorflow as tf
+
+    from _common import cluster_sim_spec
+    from cluster_sim.engine.kernel import IntervalKernel, initial_state
+    from cluster_sim.network.build import build_network
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    spec = cluster_sim_spec("antennal_lobe.toml", [f'integrator.precision="{cfg["precision"]}"'])
+    net = build_network(spec)
+    m = 1000
+    out: dict = {"precision": cfg["precision"], "n_neurons": sum(p.local.size for p in net.populations.values()),
+                 "variants": {}}
+    kernels, states = {}, {}
+    zeros = None
+    for on in (False, True):
+        k = IntervalKernel(net, precision=cfg["precision"], method="rk4", dt_ms=spec.integrator.dt_ms,
+                           materialize_stages=on)
+        zeros = k.pack_inputs({kk: np.zeros((m, net.populations[kk.split('.')[0]].local.size))
+                               for kk in k.layout.event_keys}, m)
+        t0 = time.perf_counter()
+        states[on] = k.run(k.to_device(initial_state(net)), 0, m, zeros).state
+        out["variants"][str(on)] = {"first_call_s": time.perf_counter() - t0, "us_per_step": []}
+        kernels[on] = k
+    step = m
+    for _ in range(cfg["rounds"]):
+        for on, k in kernels.items():
+            t0 = time.perf_counter()
+            states[on] = k.run(states[on], step, m, zeros).state
+            out["variants"][str(on)]["us_per_step"].append((time.perf_counter() - t0) / m * 1e6)
+        step += m
+    final = {on: k.to_host(states[on]) for on, k in kernels.items()}
+    out["max_abs_diff"] = max(float(np.max(np.abs(final[True][key] - final[False][key]))) for key in final[False])
+    return out
+
+
+def stages_main(reps: int) -> None:
+    cfgs = [{"impl": "stages", "precision": prec, "rounds": 8} for prec in ("float64", "float32")]
+    label = lambda c: c["precision"]  # noqa: E731
+    res = interleaved(Path(__file__), cfgs, reps, label)
+    rows = []
+    for c in cfgs:
+        rs = [r for r in res[label(c)] if "error" not in r]
+        us = {on: med(x for r in rs for x in r["variants"][on]["us_per_step"]) for on in ("False", "True")}
+        first = {on: med(r["variants"][on]["first_call_s"] for r in rs) for on in ("False", "True")}
+        diff = max((r["max_abs_diff"] for r in rs), default=None)
+        rows.append([c["precision"], us["False"], us["True"], us["True"] / us["False"] if us["True"] and us["False"] else None,
+                     first["False"], first["True"], diff])
+    print(f"\n## Antennal lobe RK4 interval (1000 steps per call, 1 thread), stage derivatives materialised or not; "
+          f"CPU {machine().get('cpu', '?')}\n")
+    print(md_table(["precision", "µs/step off", "µs/step on", "on / off", "first call s off", "first call s on",
+                    "max |state diff|"], rows))
+    path = save("kernel_rk4_stages", {"reps": reps, "raw": res}, False)
+    print(f"wrote {path}")
 
 
 def w_compaction(cfg: dict) -> dict:
@@ -204,7 +269,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--compaction", action="store_true", help="only the spike-compaction comparison")
     ap.add_argument("--vector-width", action="store_true", help="only 256- vs 512-bit vectors for the default kernel")
+    ap.add_argument("--rk4-stages", action="store_true", help="only the AL's RK4 with stage derivatives materialised or not")
     a = ap.parse_args()
+    if a.rk4_stages:
+        return stages_main(a.reps or 2)
     if a.vector_width:
         return vector_width_main(a.reps or 2)
     if a.compaction:
@@ -259,5 +327,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if not worker_main({"kernel": w_kernel, "compaction": w_compaction}):
+    if not worker_main({"kernel": w_kernel, "compaction": w_compaction, "stages": w_stages}):
         main()

@@ -1,6 +1,10 @@
 """Fixed-step integrators over a dict of state arrays. Stateless: ``step(rhs, t, y, dt, ops)``
 returns the new state. ``rhs(t, y)`` returns, per variable, (a, b) with dx/dt = a·x + b
-(see ``models.base``); a and b may be Python floats, which are folded at trace time."""
+(see ``models.base``); a and b may be Python floats, which are folded at trace time.
+
+Multi-stage methods pass each stage's derivatives through ``ops.materialize`` where the backend
+has one (the compiled kernel does): an identity on values that tells the compiler to compute
+them once. Without it XLA re-derives every earlier stage inside each later fusion that reads it."""
 from __future__ import annotations
 
 import math
@@ -22,17 +26,18 @@ def euler(rhs: Rhs, t: Any, y: State, dt: float, ops: Any) -> State:
 
 def rk4(rhs: Rhs, t: Any, y: State, dt: float, ops: Any) -> State:
     """Classic fourth-order Runge–Kutta, as in PSST's ``tf_integrator``."""
+    keep = getattr(ops, "materialize", None) or (lambda d: d)
     t1 = rhs(t, y)
-    k1 = {k: _deriv(y[k], t1[k]) for k in t1}
+    k1 = keep({k: _deriv(y[k], t1[k]) for k in t1})
     y2 = {**y, **{k: y[k] + (0.5 * dt) * k1[k] for k in k1}}
     t2 = rhs(t + 0.5 * dt, y2)
-    k2 = {k: _deriv(y2[k], t2[k]) for k in t2}
+    k2 = keep({k: _deriv(y2[k], t2[k]) for k in t2})
     y3 = {**y, **{k: y[k] + (0.5 * dt) * k2[k] for k in k2}}
     t3 = rhs(t + 0.5 * dt, y3)
-    k3 = {k: _deriv(y3[k], t3[k]) for k in t3}
+    k3 = keep({k: _deriv(y3[k], t3[k]) for k in t3})
     y4 = {**y, **{k: y[k] + dt * k3[k] for k in k3}}
     t4 = rhs(t + dt, y4)
-    k4 = {k: _deriv(y4[k], t4[k]) for k in t4}
+    k4 = keep({k: _deriv(y4[k], t4[k]) for k in t4})
     return {k: y[k] + (dt / 6.0) * (k1[k] + 2.0 * k2[k] + 2.0 * k3[k] + k4[k]) for k in k1}
 
 

@@ -26,18 +26,18 @@ def euler(rhs: Rhs, t: Any, y: State, dt: float, ops: Any) -> State:
 
 def rk4(rhs: Rhs, t: Any, y: State, dt: float, ops: Any) -> State:
     """Classic fourth-order Runge–Kutta, as in PSST's ``tf_integrator``."""
-    keep = getattr(ops, "materialize", None) or (lambda d: d)
+    materialize = getattr(ops, "materialize", None) or (lambda d: d)
     t1 = rhs(t, y)
-    k1 = keep({k: _deriv(y[k], t1[k]) for k in t1})
+    k1 = materialize({k: _deriv(y[k], t1[k]) for k in t1})
     y2 = {**y, **{k: y[k] + (0.5 * dt) * k1[k] for k in k1}}
     t2 = rhs(t + 0.5 * dt, y2)
-    k2 = keep({k: _deriv(y2[k], t2[k]) for k in t2})
+    k2 = materialize({k: _deriv(y2[k], t2[k]) for k in t2})
     y3 = {**y, **{k: y[k] + (0.5 * dt) * k2[k] for k in k2}}
     t3 = rhs(t + 0.5 * dt, y3)
-    k3 = keep({k: _deriv(y3[k], t3[k]) for k in t3})
+    k3 = materialize({k: _deriv(y3[k], t3[k]) for k in t3})
     y4 = {**y, **{k: y[k] + dt * k3[k] for k in k3}}
     t4 = rhs(t + dt, y4)
-    k4 = keep({k: _deriv(y4[k], t4[k]) for k in t4})
+    k4 = materialize({k: _deriv(y4[k], t4[k]) for k in t4})
     return {k: y[k] + (dt / 6.0) * (k1[k] + 2.0 * k2[k] + 2.0 * k3[k] + k4[k]) for k in k1}
 
 

@@ -239,7 +239,7 @@ class IntervalKernel:
         tf = self.tf
 
         def materialize(d: dict[str, Any]) -> dict[str, Any]:
-            return {key: tf.gather(x, tf.range(int(x.shape[0])) + zero) if tf.is_tensor(x) else x for key, x in d.items()}
+            return {key: tf.gather(x, tf.range(int(x.shape[0])) + zero) for key, x in d.items()}
 
         return types.SimpleNamespace(**vars(self.ops), materialize=materialize)
 

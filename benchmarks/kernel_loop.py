@@ -17,7 +17,7 @@ is built with in-degree 80 (p = 0.02 at N = 4000; p = 320/N at larger N) to keep
     python benchmarks/kernel_loop.py --quick   # N = 4000; 1 process
     python benchmarks/kernel_loop.py --compaction  # spike compaction: inside XLA vs NumPy on the host
     python benchmarks/kernel_loop.py --vector-width  # LLVM's preferred vector width, 256 vs 512 bits
-    python benchmarks/kernel_loop.py --rk4-stages    # AL RK4: each stage's derivatives materialised or not
+    python benchmarks/kernel_loop.py --fusion        # XLA fusion configurations (RK4: AL, cobahh_poisson)
 
 ``--compaction`` measures, on the dense [10, N] spike-time array one interval returns (NaN where
 no spike, 0.2 % spiking as COBAHH), turning it into a count + index/time buffer inside a compiled
@@ -111,67 +111,90 @@ def w_kernel(cfg: dict) -> dict:
     return out
 
 
-def w_stages(cfg: dict) -> dict:
-    """The antennal lobe's RK4 interval (``jobs/antennal_lobe.toml``, 1000 steps per call, one
-    thread) with ``materialize_stages`` on and off, built and timed round by round in this process;
-    the two final states are compared."""
+# How XLA fuses the RK4 step (``--fusion``): the flags and kernel options of each configuration.
+# "classic": XLA's default fusion (shared stage expressions duplicated into every fusion);
+# "materialize": the stage derivatives gathered once (stop 21, the fallback without multi-output
+# fusion); "multi_output": XLA:CPU's multi-output fusion, cluster-sim's default (runtime/device.py).
+FUSIONS = {"classic": ("xla_cpu_default_fusion=1", False), "materialize": ("xla_cpu_default_fusion=1", True), "multi_output": (None, None)}
+
+
+def w_fusion(cfg: dict) -> dict:
+    """One job's compiled interval (1000 steps per call, one thread) under one fusion
+    configuration, and with graded projections summed as the kernel chooses or always ELL."""
+    import os
+
     from cluster_sim.runtime.device import prepare_environment
 
+    extra, materialize = FUSIONS[cfg["fusion"]]
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_backend_extra_options")]
+    if extra is not None:  # the user's flag (a key=value XLA:CPU does not read): prepare_environment leaves it as given
+        flags.append(f"--xla_backend_extra_options={extra}")
+    os.environ["XLA_FLAGS"] = " ".join(flags)
     prepare_environment()
     import numpy as np
     import tensorflow as tf
 
     from _common import cluster_sim_spec
-    from cluster_sim.engine.kernel import IntervalKernel, initial_state
+    from cluster_sim.engine import kernel as kmod
     from cluster_sim.network.build import build_network
 
+    if cfg["graded"] == "ell":
+        kmod.DENSE_MIN_FILL = float("inf")
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    spec = cluster_sim_spec("antennal_lobe.toml", [f'integrator.precision="{cfg["precision"]}"'])
+    spec = cluster_sim_spec(cfg["job"], [f'integrator.precision="{cfg["precision"]}"'])
     net = build_network(spec)
     m = 1000
-    out: dict = {"precision": cfg["precision"], "n_neurons": sum(p.local.size for p in net.populations.values()),
-                 "variants": {}}
-    kernels, states = {}, {}
-    zeros = None
-    for on in (False, True):
-        k = IntervalKernel(net, precision=cfg["precision"], method="rk4", dt_ms=spec.integrator.dt_ms,
-                           materialize_stages=on)
-        zeros = k.pack_inputs({kk: np.zeros((m, net.populations[kk.split('.')[0]].local.size))
-                               for kk in k.layout.event_keys}, m)
+    k = kmod.IntervalKernel(net, precision=cfg["precision"], method=spec.integrator.method, dt_ms=spec.integrator.dt_ms,
+                            materialize_stages=materialize)
+    zeros = k.pack_inputs({kk: np.zeros((m, net.populations[kk.split('.')[0]].local.size))
+                           for kk in k.layout.event_keys}, m)
+    t0 = time.perf_counter()
+    state = k.run(k.to_device(kmod.initial_state(net)), 0, m, zeros).state
+    first = time.perf_counter() - t0
+    us = []
+    for r in range(cfg["rounds"]):
         t0 = time.perf_counter()
-        states[on] = k.run(k.to_device(initial_state(net)), 0, m, zeros).state
-        out["variants"][str(on)] = {"first_call_s": time.perf_counter() - t0, "us_per_step": []}
-        kernels[on] = k
-    step = m
-    for _ in range(cfg["rounds"]):
-        for on, k in kernels.items():
-            t0 = time.perf_counter()
-            states[on] = k.run(states[on], step, m, zeros).state
-            out["variants"][str(on)]["us_per_step"].append((time.perf_counter() - t0) / m * 1e6)
-        step += m
-    final = {on: k.to_host(states[on]) for on, k in kernels.items()}
-    out["max_abs_diff"] = max(float(np.max(np.abs(final[True][key] - final[False][key]))) for key in final[False])
-    return out
+        state = k.run(state, (r + 1) * m, m, zeros).state
+        us.append((time.perf_counter() - t0) / m * 1e6)
+    final = {key: v.tolist() for key, v in k.to_host(state).items()}
+    return {"first_call_s": first, "us_per_step": us, "n_neurons": sum(p.local.size for p in net.populations.values()),
+            "materialize": k.materialize_stages, "flags": os.environ.get("XLA_FLAGS", ""), "final": final}
 
 
-def stages_main(reps: int) -> None:
-    cfgs = [{"impl": "stages", "precision": prec, "rounds": 8} for prec in ("float64", "float32")]
-    label = lambda c: c["precision"]  # noqa: E731
+def fusion_main(reps: int) -> None:
+    import numpy as np
+
+    cases = [("antennal_lobe.toml", "float64", "ell"), ("antennal_lobe.toml", "float64", "auto"),
+             ("antennal_lobe.toml", "float32", "auto"), ("cobahh_poisson.toml", "float64", "auto"),
+             ("cobahh.toml", "float64", "auto")]
+    cfgs = [{"impl": "fusion", "job": job, "precision": prec, "graded": graded, "fusion": f, "rounds": 6}
+            for job, prec, graded in cases for f in FUSIONS]
+    label = lambda c: f"{c['job']} {c['precision']} graded={c['graded']} {c['fusion']}"  # noqa: E731
     res = interleaved(Path(__file__), cfgs, reps, label)
     rows = []
-    for c in cfgs:
-        rs = [r for r in res[label(c)] if "error" not in r]
-        us = {on: med(x for r in rs for x in r["variants"][on]["us_per_step"]) for on in ("False", "True")}
-        first = {on: med(r["variants"][on]["first_call_s"] for r in rs) for on in ("False", "True")}
-        diff = max((r["max_abs_diff"] for r in rs), default=None)
-        rows.append([c["precision"], us["False"], us["True"], us["True"] / us["False"] if us["True"] and us["False"] else None,
-                     first["False"], first["True"], diff])
-    print(f"\n## Antennal lobe RK4 interval (1000 steps per call, 1 thread), stage derivatives materialised or not; "
+    for job, prec, graded in cases:
+        ref = None
+        for f in FUSIONS:
+            rs = [r for r in res[label({"job": job, "precision": prec, "graded": graded, "fusion": f})] if "error" not in r]
+            if not rs:
+                rows.append([job, prec, graded, f, None, None, None, None])
+                continue
+            us = med(x for r in rs for x in r["us_per_step"])
+            first = med(r["first_call_s"] for r in rs)
+            final = {key: np.asarray(v) for key, v in rs[0]["final"].items()}
+            if ref is None:
+                ref, ref_us = final, us
+            diff = max(float(np.max(np.abs(final[key] - ref[key]))) for key in ref)
+            rows.append([job, prec, graded, f, us, us / ref_us, first, diff])
+    print(f"\n## Compiled interval (1000 steps per call, 1 thread) by XLA fusion configuration; "
           f"CPU {machine().get('cpu', '?')}\n")
-    print(md_table(["precision", "µs/step off", "µs/step on", "on / off", "first call s off", "first call s on",
-                    "max |state diff|"], rows))
-    path = save("kernel_rk4_stages", {"reps": reps, "raw": res}, False)
+    print(md_table(["job", "precision", "graded sums", "fusion", "µs/step", "/ classic", "first call s",
+                    "max |state − classic|"], rows))
+    for r in res.values():
+        for x in r:
+            x.pop("final", None)
+    path = save("kernel_fusion", {"reps": reps, "raw": res}, False)
     print(f"wrote {path}")
 
 
@@ -269,10 +292,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--compaction", action="store_true", help="only the spike-compaction comparison")
     ap.add_argument("--vector-width", action="store_true", help="only 256- vs 512-bit vectors for the default kernel")
-    ap.add_argument("--rk4-stages", action="store_true", help="only the AL's RK4 with stage derivatives materialised or not")
+    ap.add_argument("--fusion", action="store_true", help="only the XLA fusion configurations (AL, cobahh_poisson, cobahh)")
     a = ap.parse_args()
-    if a.rk4_stages:
-        return stages_main(a.reps or 2)
+    if a.fusion:
+        return fusion_main(a.reps or 2)
     if a.vector_width:
         return vector_width_main(a.reps or 2)
     if a.compaction:
@@ -327,5 +350,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if not worker_main({"kernel": w_kernel, "compaction": w_compaction, "stages": w_stages}):
+    if not worker_main({"kernel": w_kernel, "compaction": w_compaction, "fusion": w_fusion}):
         main()

@@ -93,4 +93,5 @@ def test_lane_flag_is_set_unless_the_user_set_it(monkeypatch) -> None:
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")  # the user's: kept
     device.prepare_environment()
     assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_use_fusion_emitters=false", "--xla_cpu_use_thunk_runtime=false",
-                                               "--xla_cpu_prefer_vector_width=512"]
+                                               "--xla_cpu_prefer_vector_width=512",
+                                               "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"]

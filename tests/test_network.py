@@ -107,3 +107,27 @@ def test_stimulus_selection_is_psst_count() -> None:
     chosen = stimulus_targets(spec, Layout.of(spec), "odor")
     assert sum(v.size for v in chosen.values()) == int(0.33 * 120) == 39
     assert chosen["PN"].size > 0 and chosen["LN"].size > 0
+
+
+@pytest.mark.parametrize("p,dense", [(0.5, True), (0.05, False)])
+def test_graded_sums_dense_or_ell_equal_the_sum_over_synapses(p: float, dense: bool) -> None:
+    """The kernel's graded conductance g[target] = Σ w · open[source], in the form it picks (dense
+    at the AL's density, ELL when sparse), equals the sum over the projection's synapses."""
+    from cluster_sim.engine.kernel import graded_sum, padded
+    from cluster_sim.models.synapses import GradedKinetic
+
+    over = [] if p == 0.5 else ["populations.PN.count=900", "populations.LN.count=300"]
+    over += [f"projections.{k}.connect.p={p}" for k in ("PN_LN_ach", "LN_PN_gaba_a", "LN_LN_gaba_a")]
+    net = build_network(load_spec(JOBS / "antennal_lobe.toml", over))
+    rng = np.random.default_rng(3)
+    for proj in (q for q in net.projections if isinstance(q.synapse, GradedKinetic)):
+        gs = graded_sum(net, proj)
+        assert (gs.src is None) is dense, proj.spec.name
+        n_src, n_tgt = net.populations[proj.source].local.size, net.populations[proj.target].local.size
+        o = np.zeros(padded(n_src))
+        o[:n_src] = rng.random(n_src)
+        g = (gs.w * o[:, None]).sum(axis=0) if gs.src is None else (gs.w * o[gs.src]).sum(axis=1)
+        want = np.zeros(padded(n_tgt))
+        np.add.at(want, proj.target_of_synapse(), np.asarray(proj.weight) * o[proj.src])
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-15, err_msg=proj.spec.name)
+        assert proj.src.size > 0

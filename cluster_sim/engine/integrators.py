@@ -3,8 +3,9 @@ returns the new state. ``rhs(t, y)`` returns, per variable, (a, b) with dx/dt = 
 (see ``models.base``); a and b may be Python floats, which are folded at trace time.
 
 Multi-stage methods pass each stage's derivatives through ``ops.materialize`` where the backend
-has one (the compiled kernel does): an identity on values that tells the compiler to compute
-them once. Without it XLA re-derives every earlier stage inside each later fusion that reads it."""
+has one (the compiled kernel does when XLA's multi-output fusion is off): an identity on values
+that tells the compiler to compute them once, where it would otherwise re-derive every earlier
+stage inside each later fusion that reads it."""
 from __future__ import annotations
 
 import math

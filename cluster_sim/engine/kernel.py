@@ -23,6 +23,7 @@ from cluster_sim.engine.integrators import METHODS
 from cluster_sim.models.base import Drive
 from cluster_sim.models.synapses import GradedKinetic
 from cluster_sim.network.build import Network, Population, graded_indices
+from cluster_sim.runtime.device import multi_output_fusion
 
 
 # Local arrays are padded to a multiple of this many neurons: XLA's vectorised loops compute
@@ -103,20 +104,41 @@ def initial_state(net: Network) -> dict[str, np.ndarray]:
     return state
 
 
-def ell_layout(net: Network, proj: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Incoming synapses as padded rows (ELLPACK): [n_target, max in-degree] source positions
-    and weights, padding with weight 0. A gather and a row sum vectorise; a scatter-add per
-    synapse does not (~16 µs per evaluation for the AL's 3k synapses on XLA:CPU)."""
+# A graded projection is summed densely when its widest row holds at least this fraction of
+# the sources (and the matrix is not huge): on XLA:CPU a gathered synapse (ELL) costs ~4x a
+# dense element of the vectorised column sum (the AL at p = 0.5: step 26.8 -> 18.3 µs; at
+# p = 0.05 dense is 3.5x slower; benchmarks/README.md).
+DENSE_MIN_FILL = 0.25
+DENSE_MAX_ELEMENTS = 1 << 22
+
+
+class GradedSum(NamedTuple):
+    """How one graded projection's conductance g[target] = Σ w · open[source] is computed: dense
+    (``src`` None, ``w`` [sources, targets], zero where unconnected: a column sum that vectorises
+    over targets) or ELLPACK (``src``, ``w`` [targets, max in-degree], padding with weight 0: a
+    gather and a row sum). Both sum a target's synapses in source order, rows padded to LANES."""
+
+    src: np.ndarray | None
+    w: np.ndarray
+
+
+def graded_sum(net: Network, proj: Any) -> GradedSum:
     src_pos, tgt = graded_indices(net, proj)
-    n_tgt = net.populations[proj.target].local.size
-    counts = np.diff(proj.indptr)
+    n_src, n_tgt = padded(net.populations[proj.source].local.size), padded(net.populations[proj.target].local.size)
+    order = np.lexsort((src_pos, tgt))  # by target, then source: the summation order
+    src_pos, tgt, weight = src_pos[order], tgt[order], np.asarray(proj.weight, np.float64)[order]
+    counts = np.bincount(tgt, minlength=n_tgt)
     width = max(1, int(counts.max()) if counts.size else 1)
-    col = np.arange(src_pos.size) - np.repeat(proj.indptr[:-1], counts)
+    if width >= DENSE_MIN_FILL * n_src and n_src * n_tgt <= DENSE_MAX_ELEMENTS:
+        w = np.zeros((n_src, n_tgt))
+        np.add.at(w, (src_pos, tgt), weight)
+        return GradedSum(None, w)
+    col = np.arange(src_pos.size) - np.repeat(np.cumsum(counts) - counts, counts)
     src_ell = np.zeros((n_tgt, width), np.int64)
     w_ell = np.zeros((n_tgt, width))
     src_ell[tgt, col] = src_pos
-    w_ell[tgt, col] = proj.weight
-    return src_ell, w_ell
+    w_ell[tgt, col] = weight
+    return GradedSum(src_ell, w_ell)
 
 
 class IntervalResult(NamedTuple):
@@ -136,13 +158,15 @@ class IntervalKernel:
     """Builds and calls the compiled interval function for one local network."""
 
     def __init__(self, net: Network, *, precision: str = "float64", method: str = "rk4", dt_ms: float = 0.01,
-                 jit_compile: bool = True, loop: str = "while", materialize_stages: bool = True) -> None:
+                 jit_compile: bool = True, loop: str = "while", materialize_stages: bool | None = None) -> None:
         import tensorflow as tf
 
         from cluster_sim.models._ops import tf_ops
 
         self.tf, self.net, self.dt, self.loop = tf, net, float(dt_ms), loop
-        self.materialize_stages = materialize_stages
+        # Only without XLA's multi-output fusion: with it shared work is already computed once, and
+        # the gathers would only split the fusions (runtime/device.py).
+        self.materialize_stages = not multi_output_fusion() if materialize_stages is None else materialize_stages
         self.dtype = tf.float64 if precision == "float64" else tf.float32
         self.ops = tf_ops(precision)
         self.method = METHODS[method]
@@ -150,11 +174,8 @@ class IntervalKernel:
         self._graded = []
         for proj in net.projections:
             if isinstance(proj.synapse, GradedKinetic):
-                src_ell, w_ell = ell_layout(net, proj)
-                rows = padded(src_ell.shape[0]) - src_ell.shape[0]
-                src_ell = np.pad(src_ell, ((0, rows), (0, 0)))
-                w_ell = np.pad(w_ell, ((0, rows), (0, 0)))
-                self._graded.append((proj, tf.constant(src_ell), tf.constant(w_ell, self.dtype)))
+                gs = graded_sum(net, proj)
+                self._graded.append((proj, None if gs.src is None else tf.constant(gs.src), tf.constant(gs.w, self.dtype)))
         self._stim = [(s, {p: tf.constant(self._pad(a, p, 0.0), self.dtype) for p, a in s.amplitude.items() if np.any(a)})
                       for s in net.stimuli]
         self._fn = tf.function(self._interval, jit_compile=jit_compile, autograph=False)
@@ -207,7 +228,7 @@ class IntervalKernel:
             shape = tf.cast(stim.waveform.shape(ops, stim.params, t_in), dtype)
             for pop_name, amp in amps.items():
                 drives[pop_name][0] = drives[pop_name][0] + amp * shape
-        for proj, src_ell, w_ell in self._graded:
+        for proj, src, w in self._graded:
             syn = cast(GradedKinetic, proj.synapse)
             p = proj.params
             s = {v: y[state_key(proj.spec.name, v)] for v in syn.variables}
@@ -217,7 +238,8 @@ class IntervalKernel:
                 T = tf.cast(syn.transmitter(ops, p, fire[proj.source], t64, proj.spec.delay_ms), dtype)
             for v, ab in syn.terms(ops, p, s, T).items():
                 terms[state_key(proj.spec.name, v)] = ab
-            g = tf.reduce_sum(w_ell * tf.gather(syn.open_fraction(ops, p, s), src_ell), axis=1)
+            o = syn.open_fraction(ops, p, s)
+            g = tf.reduce_sum(w * o[:, None], axis=0) if src is None else tf.reduce_sum(w * tf.gather(o, src), axis=1)
             d = drives[proj.target]
             d[1] = d[1] + g
             d[2] = d[2] + g * p["E_mV"]
@@ -228,12 +250,12 @@ class IntervalKernel:
         return terms
 
     def _stage_ops(self, zero: Any) -> Any:
-        """The ops the integrator sees: ``self.ops`` plus ``materialize``, a gather of each stage's
-        derivatives at positions offset by ``zero``, a runtime 0 that XLA cannot fold. XLA:CPU does
-        not duplicate a gather into its consumers, so each stage's derivatives are computed once
-        into a buffer; otherwise it copies the earlier stages' expressions into every fusion that
-        reads them (the AL's RK4 module: 14 087 -> 5 235 HLO lines, the step 1.5x faster; COBAHH's
-        compiles to the same arithmetic; benchmarks/README.md). Values are untouched."""
+        """The ops the integrator sees: ``self.ops``, plus ``materialize`` where XLA's multi-output
+        fusion is off (a user's XLA flags): a gather of each stage's derivatives at positions offset
+        by ``zero``, a runtime 0 that XLA cannot fold. XLA:CPU does not duplicate a gather into its
+        consumers, so each stage's derivatives are computed once into a buffer; otherwise it copies
+        the earlier stages' expressions into every fusion that reads them (the AL's RK4 step 1.5x
+        faster; benchmarks/README.md). Values are untouched."""
         if not self.materialize_stages:
             return self.ops
         tf = self.tf

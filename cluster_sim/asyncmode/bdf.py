@@ -22,6 +22,11 @@ per neuron identical however the batch is composed (bitwise: no cross-neuron red
   on the step's interpolating polynomial (dense output), not at the step end. A call holds up
   to ``spike_slots`` spikes per neuron; a neuron whose slots are full pauses for the rest of it.
 
+Layout: inside a call the lanes (neurons) are the minor axis and the difference array is a list
+of rows [nv, B], so that the per-lane bookkeeping vectorises across neurons and a row's update
+leaves the other rows' buffers alone; the host interface keeps [rows, B, nv]. Step-size factors
+are computed in float32 (see ``_attempt``): XLA:CPU vectorises float32 log/exp, not float64 pow.
+
 The kernel knows nothing of MPI, files or the schedule: stop times and events are inputs.
 """
 from __future__ import annotations
@@ -101,20 +106,20 @@ class BdfKernel:
         self._gamma = tf.constant(_GAMMA, f64)
         self._alpha = tf.constant(_ALPHA, f64)
         self._err = tf.constant(_ERROR_CONST, f64)
-        self._rows = tf.range(ROWS, dtype=tf.int32)[:, None, None]  # [R,1,1]
         self._fn = tf.function(self._advance, jit_compile=jit_compile, autograph=False)
         self._concrete: dict[tuple, Any] = {}
 
     # -- the model --------------------------------------------------------------------------
 
     def rhs(self, t: Any, y: Any, params: Any, amps: Any) -> tuple[Any, Any]:
-        """(f, ∂f/∂y diagonal), each [B, nv], at per-neuron times t [B]."""
+        """(f, ∂f/∂y diagonal), each [nv, B], at per-neuron times t [B]; y [nv, B], params [P, B],
+        amps [K, B] (lanes minor, see ``_advance``)."""
         tf, ops = self.tf, self.ops
-        p = {name: params[:, i] for i, name in enumerate(self.param_names)}
+        p = {name: params[i] for i, name in enumerate(self.param_names)}
         i_ext = 0.0
         for k, stim in enumerate(self.stimuli):
-            i_ext = i_ext + amps[:, k] * stim.shape(ops, stim.params, t)
-        yd = {v: y[:, j] for j, v in enumerate(self.model.variables)}
+            i_ext = i_ext + amps[k] * stim.shape(ops, stim.params, t)
+        yd = {v: y[j] for j, v in enumerate(self.model.variables)}
         terms = self.model.terms(ops, p, yd, Drive(i_ext, 0.0, 0.0))
         shape = tf.shape(t)
         f, jac = [], []
@@ -122,20 +127,23 @@ class BdfKernel:
             a, b = terms[v]
             a = tf.broadcast_to(tf.cast(a, tf.float64), shape)
             b = tf.broadcast_to(tf.cast(b, tf.float64), shape)
-            f.append(a * y[:, j] + b)
+            f.append(a * y[j] + b)
             jac.append(a)
-        return tf.stack(f, axis=1), tf.stack(jac, axis=1)
+        return tf.stack(f, axis=0), tf.stack(jac, axis=0)
 
-    # -- helpers on the difference array D [R, B, nv] ---------------------------------------
+    # -- helpers on the difference array D: a list of ROWS rows [nv, B] ----------------------
+    # Rows are separate tensors so that an update of some rows (an input jump touches row 0, a
+    # restart rows 1..) leaves the others' buffers alone and per-row work fuses elementwise.
 
     def _rms(self, x: Any) -> Any:
-        return self.tf.sqrt(self.tf.reduce_mean(x * x, axis=1))
+        return self.tf.sqrt(self.tf.reduce_mean(x * x, axis=0))
 
     def _row(self, D: Any, q: Any) -> Any:
-        """D[q_b, b, :] for every neuron b."""
-        tf = self.tf
-        sel = tf.cast(tf.equal(self._rows, q[None, :, None]), tf.float64)
-        return tf.reduce_sum(D * sel, axis=0)
+        """D[q_b][:, b] for every neuron b."""
+        out = D[0]
+        for i in range(1, len(D)):
+            out = self.tf.where((q == i)[None, :], D[i], out)
+        return out
 
     def _change_D(self, D: Any, q: Any, factor: Any) -> Any:
         """As ``_rescale``, computed only when some lane of the batch has a factor other than 1."""
@@ -163,17 +171,17 @@ class BdfKernel:
                     term = R[i][k] * u
                     acc = term if acc is None else acc + term
                 RU[i][j] = acc if acc is not None else tf.zeros_like(factor)
-        rows = [D[i] for i in range(D.shape[0])]
+        rows = list(D)
         q = tf.where(factor == 1.0, -tf.ones_like(q), q)  # factor 1 is the identity: leave the lane as it is
-        inq = [tf.cast(i <= q, tf.float64)[:, None] for i in range(n)]
+        inq = [tf.cast(i <= q, tf.float64)[None, :] for i in range(n)]
         out = []
         for j in range(n):
             acc = None
             for i in range(n):
-                term = (RU[i][j] [:, None] * inq[i]) * rows[i]
+                term = (RU[i][j][None, :] * inq[i]) * rows[i]
                 acc = term if acc is None else acc + term
-            out.append(tf.where((j <= q)[:, None], acc, rows[j]))
-        return tf.stack(out + rows[n:], axis=0)
+            out.append(tf.where((j <= q)[None, :], acc, rows[j]))
+        return out + rows[n:]
 
     # -- one call ---------------------------------------------------------------------------
 
@@ -184,6 +192,11 @@ class BdfKernel:
         self.rtol, self.atol, self.newton_tol = tol[0], tol[1], tol[2]
         min_live = tol[3]  # stop once this few lanes are live: the host goes on with a smaller batch
         f64, i32 = tf.float64, tf.int32
+        # Inside the call the lanes are the minor axis (D [R, nv, B], y [nv, B], params [P, B]):
+        # every per-lane operation then runs over contiguous rows of B, vectorised across
+        # neurons, instead of over rows of nv (6 for COBAHH) with strided column access.
+        st = dict(st, D=tf.unstack(tf.transpose(st["D"], [0, 2, 1]), axis=0))
+        params, amps = tf.transpose(params), tf.transpose(amps)
         B = tf.shape(t_stop)[0]
         n_ev = tf.shape(ev_t)[1]
         big = tf.constant(np.inf, f64)
@@ -209,14 +222,15 @@ class BdfKernel:
             # 1. Input events due at the neuron's time: add the jump, restart the history.
             te, idx = next_event(s["ev_ptr"])
             due = act & (te <= s["t"])
-            w = tf.gather(ev_w, idx[:, None], batch_dims=1)[:, 0, :]
-            D0 = s["D"][0] + tf.where(due[:, None], w, tf.zeros_like(w))
-            s["D"] = tf.concat([D0[None], s["D"][1:]], axis=0)
+            w = tf.transpose(tf.gather(ev_w, idx[:, None], batch_dims=1)[:, 0, :])
+            s["D"] = [s["D"][0] + tf.where(due[None, :], w, tf.zeros_like(w))] + list(s["D"][1:])
             s["ev_ptr"] = s["ev_ptr"] + tf.cast(due, i32)
             s["restart"] = s["restart"] | due
             te, _ = next_event(s["ev_ptr"])
             # 2. Restart (start, or after a jump): order 1, initial step from Hairer's estimate;
-            # only in iterations where some lane restarts (most iterations have none).
+            # only in iterations where some lane restarts (most iterations have none). Measured:
+            # this cond, though its other branch copies the state, beats computing the restart's
+            # outputs in a cond and selecting them into the rows outside it.
             need = act & s["restart"]
             s, c = tf.cond(tf.reduce_any(need), lambda: self._restart(s, c, need, params, amps), lambda: (s, c))
             # 3. One step attempt towards min(stop, next event).
@@ -236,26 +250,30 @@ class BdfKernel:
             return (it < max_iter) & (n_live > 0.0) & ((it == 0) | (n_live > min_live))
 
         _, st, counters, spike, smp_v = tf.while_loop(cond, body, (tf.constant(0, i32), st, counters, spike, smp_v))
-        return st, spike, counters, smp_v
+        return dict(st, D=tf.transpose(tf.stack(st["D"], axis=0), [0, 2, 1])), spike, counters, smp_v
 
-    def _restart(self, s: dict[str, Any], c: dict[str, Any], mask: Any, params: Any, amps: Any) -> Any:
+    def _initial_step(self, s: dict[str, Any], params: Any, amps: Any) -> tuple[Any, Any]:
+        """Hairer's initial step h [B] and the first difference h·f(y0) [nv, B] for every lane."""
         tf = self.tf
-        s, c = dict(s), dict(c)
         y0 = s["D"][0]
         f0, _ = self.rhs(s["t"], y0, params, amps)
         scale = self.atol + self.rtol * tf.abs(y0)
         d0, d1 = self._rms(y0 / scale), self._rms(f0 / scale)
         h0 = tf.where((d0 < 1e-5) | (d1 < 1e-5), tf.fill(tf.shape(d0), tf.constant(1e-6, tf.float64)), 0.01 * d0 / tf.maximum(d1, 1e-300))
-        f1, _ = self.rhs(s["t"] + h0, y0 + h0[:, None] * f0, params, amps)
+        f1, _ = self.rhs(s["t"] + h0, y0 + h0[None, :] * f0, params, amps)
         d2 = self._rms((f1 - f0) / scale) / h0
         h1 = tf.where(tf.maximum(d1, d2) <= 1e-15, tf.maximum(h0 * 1e-3, tf.constant(1e-6, tf.float64)),
-                      (0.01 / tf.maximum(tf.maximum(d1, d2), 1e-300)) ** 0.5)
+                      tf.sqrt(0.01 / tf.maximum(tf.maximum(d1, d2), 1e-300)))
         h = tf.maximum(tf.minimum(100.0 * h0, h1), H_MIN_MS * 10.0)
-        D1 = h[:, None] * f0
-        rows = self._rows
-        newD = tf.where(rows == 0, s["D"], tf.where(rows == 1, D1[None], tf.zeros_like(s["D"])))
-        m3 = mask[None, :, None]
-        s["D"] = tf.where(m3, newD, s["D"])
+        return h, h[None, :] * f0
+
+    def _restart(self, s: dict[str, Any], c: dict[str, Any], mask: Any, params: Any, amps: Any) -> Any:
+        """Lanes of ``mask`` restart at order 1 with Hairer's initial step."""
+        tf = self.tf
+        s, c = dict(s), dict(c)
+        h, D1 = self._initial_step(s, params, amps)
+        m2 = mask[None, :]
+        s["D"] = [s["D"][0], tf.where(m2, D1, s["D"][1])] + [tf.where(m2, tf.zeros_like(r), r) for r in s["D"][2:]]
         s["h"] = tf.where(mask, h, s["h"])
         s["order"] = tf.where(mask, tf.ones_like(s["order"]), s["order"])
         s["n_equal"] = tf.where(mask, tf.zeros_like(s["n_equal"]), s["n_equal"])
@@ -278,14 +296,14 @@ class BdfKernel:
         n_equal = tf.where(trunc, tf.zeros_like(s["n_equal"]), s["n_equal"])
         h = h_new
         t_new = tf.where(trunc, target, t + h)
-        keep = self._rows <= q[None, :, None]
-        y_pred = tf.reduce_sum(tf.where(keep, D, tf.zeros_like(D)), axis=0)
+        y_pred, psi = D[0], tf.zeros_like(D[0])
+        for i in range(1, MAX_ORDER + 1):
+            used = (i <= q)[None, :]
+            y_pred = y_pred + tf.where(used, D[i], tf.zeros_like(D[i]))
+            psi = psi + tf.where(used, _GAMMA[i] * D[i], tf.zeros_like(D[i]))
         scale = self.atol + self.rtol * tf.abs(y_pred)
-        qf = q
-        alpha_q = tf.gather(self._alpha, qf)
-        gam = tf.where((self._rows[:, :, 0] >= 1) & (self._rows[:, :, 0] <= q[None, :]),
-                       tf.gather(self._gamma, tf.range(ROWS) % (MAX_ORDER + 1))[:, None], tf.zeros([ROWS, 1], f64))
-        psi = tf.reduce_sum(gam[:, :, None] * D, axis=0) / alpha_q[:, None]
+        alpha_q = tf.gather(self._alpha, q)
+        psi = psi / alpha_q[None, :]
         cc = h / alpha_q
 
         # Newton iteration with the exact diagonal Jacobian at the prediction.
@@ -293,17 +311,23 @@ class BdfKernel:
             running = go & ~conv & ~fail
             f, j_now = self.rhs(t_new, y, params, amps)
             jac = tf.where((k == 0), j_now, jac)
-            dy = (cc[:, None] * f - psi - d) / (1.0 - cc[:, None] * jac)
+            dy = (cc[None, :] * f - psi - d) / (1.0 - cc[None, :] * jac)
             dy_norm = self._rms(dy / scale)
-            finite = tf.reduce_all(tf.math.is_finite(dy), axis=1)
+            finite = tf.reduce_all(tf.math.is_finite(dy), axis=0)
             rate = dy_norm / tf.where(old > 0, old, tf.ones_like(old))
             has_rate = old > 0
             kf = tf.cast(k, f64)
-            diverge = has_rate & ((rate >= 1.0) | (rate ** (NEWTON_MAXITER - kf) / (1.0 - tf.minimum(rate, 0.999999)) * dy_norm > self.newton_tol))
+            # rate^(iterations left) by products (pow and float64 log are scalar libm calls on
+            # XLA:CPU); only k >= 1 has a rate, so at most NEWTON_MAXITER - 1 factors.
+            left = NEWTON_MAXITER - k
+            r_left = rate
+            for m in range(2, NEWTON_MAXITER):
+                r_left = tf.where(left >= m, r_left * rate, r_left)
+            diverge = has_rate & ((rate >= 1.0) | (r_left / (1.0 - tf.minimum(rate, 0.999999)) * dy_norm > self.newton_tol))
             bad = running & (~finite | diverge)
             upd = running & ~bad
-            y = tf.where(upd[:, None], y + dy, y)
-            d = tf.where(upd[:, None], d + dy, d)
+            y = tf.where(upd[None, :], y + dy, y)
+            d = tf.where(upd[None, :], d + dy, d)
             ok = upd & ((dy_norm == 0.0) | (has_rate & (rate / (1.0 - tf.minimum(rate, 0.999999)) * dy_norm < self.newton_tol)))
             iters = iters + tf.cast(running, i32)
             rhs_n = rhs_n + tf.cast(running, i32)
@@ -324,29 +348,40 @@ class BdfKernel:
         safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + tf.cast(iters, f64))
         scale_new = self.atol + self.rtol * tf.abs(y_new)
         err_q = tf.gather(self._err, q)
-        err_norm = self._rms(err_q[:, None] * d / scale_new)
+        err_norm = self._rms(err_q[None, :] * d / scale_new)
         too_big = go & conv & (err_norm > 1.0)
         accept = go & conv & ~too_big
         qf64 = tf.cast(q, f64)
+        inf_b = tf.fill(tf.shape(h), tf.constant(np.inf, f64))
+
+        qf32 = tf.cast(q, tf.float32)
+
+        def step_factor(norm: Any, k: float) -> Any:
+            """norm^(-1/(q+k)), the step factor an error norm allows at order q+k-1 (inf at 0).
+            In float32: XLA:CPU vectorises float32 log and exp but calls libm per element for
+            float64 log and pow, and a step-size heuristic (scaled by a safety factor, clipped to
+            [MIN_FACTOR, MAX_FACTOR]) needs no more than float32's 1e-7 (still deterministic)."""
+            n32 = tf.cast(tf.clip_by_value(norm, 1e-30, 1e30), tf.float32)
+            f = tf.cast(tf.exp(tf.math.log(n32) * (-1.0 / (qf32 + k))), f64)
+            return tf.where(norm > 0, f, inf_b)
+
+        f_same = step_factor(err_norm, 1.0)
+        # Used only where the step is rejected (err_norm > 1, or Newton failed: 0.5).
         shrink = tf.where(newton_bad, tf.fill(tf.shape(h), tf.constant(0.5, f64)),
-                          tf.maximum(safety * tf.maximum(err_norm, 1e-300) ** (-1.0 / (qf64 + 1.0)), tf.constant(MIN_FACTOR, f64)))
+                          tf.maximum(safety * f_same, tf.constant(MIN_FACTOR, f64)))
         reject = newton_bad | too_big
         c["rejected"] = c["rejected"] + tf.cast(reject, i32)
 
         # Accepted: update the differences (D^{j+1} y_n = D^j y_n - D^j y_{n-1}).
         Dq1 = self._row(D, q + 1)
-        rows = self._rows
-        qb = q[None, :, None]
-        Dacc = tf.where(rows == qb + 2, (d - Dq1)[None], tf.where(rows == qb + 1, d[None], D))
-        rows_acc = [Dacc[i] for i in range(ROWS)]
+        Dacc = [tf.where((q + 2 == i)[None, :], d - Dq1, tf.where((q + 1 == i)[None, :], d, D[i])) for i in range(ROWS)]
         for i in reversed(range(MAX_ORDER + 1)):
-            rows_acc[i] = tf.where((i <= q)[:, None], rows_acc[i] + rows_acc[i + 1], rows_acc[i])
-        Dacc = tf.stack(rows_acc, axis=0)
+            Dacc[i] = tf.where((i <= q)[None, :], Dacc[i] + Dacc[i + 1], Dacc[i])
         # Spike: upward threshold crossing inside the step, located on the interpolant.
         th = thresh if thresh.shape.rank == 2 else thresh[:, None]  # [B, M] for M voltage columns
         rf = refr if refr.shape.rank == 2 else refr[:, None]
         fire = s["fire_t"] if s["fire_t"].shape.rank == 2 else s["fire_t"][:, None]
-        v_old, v_new = tf.gather(D[0], self.v_cols, axis=1), tf.gather(Dacc[0], self.v_cols, axis=1)
+        v_old, v_new = (tf.transpose(tf.gather(x[0], self.v_cols, axis=0)) for x in (D, Dacc))
         cross = accept[:, None] & (v_old < th) & (v_new >= th)
         no_spk = tf.broadcast_to(t_new[:, None], tf.shape(th))
         t_spk = self._on_lanes(tf.reduce_any(cross, axis=1), lambda D_, q_, t_, tn_, h_, th_: self._root(D_, q_, t_, tn_, h_, th_),
@@ -372,24 +407,23 @@ class BdfKernel:
         # Order and step for the next step, after q+1 steps at the same size.
         n_eq_acc = n_equal + 1
         consider = accept & (n_eq_acc >= q + 1)
-        em = tf.where(q > 1, self._rms(tf.gather(self._err, tf.maximum(q - 1, 0))[:, None] * self._row(Dacc, q) / scale_new),
+        em = tf.where(q > 1, self._rms(tf.gather(self._err, tf.maximum(q - 1, 0))[None, :] * self._row(Dacc, q) / scale_new),
                       tf.fill(tf.shape(h), tf.constant(np.inf, f64)))
-        ep = tf.where(q < MAX_ORDER, self._rms(tf.gather(self._err, tf.minimum(q + 1, MAX_ORDER))[:, None]
+        ep = tf.where(q < MAX_ORDER, self._rms(tf.gather(self._err, tf.minimum(q + 1, MAX_ORDER))[None, :]
                                                  * self._row(Dacc, tf.minimum(q + 2, ROWS - 1)) / scale_new),
                       tf.fill(tf.shape(h), tf.constant(np.inf, f64)))
-        norms = tf.stack([em, err_norm, ep], axis=1)
-        expo = -1.0 / (qf64[:, None] + tf.constant([0.0, 1.0, 2.0], f64)[None, :])
-        factors = tf.where(norms > 0, tf.maximum(norms, 1e-300) ** expo, tf.fill(tf.shape(norms), tf.constant(np.inf, f64)))
-        best = tf.argmax(factors, axis=1, output_type=i32)
-        q_next = tf.where(consider, q + best - 1, q)
-        grow = tf.minimum(safety * tf.reduce_max(factors, axis=1), tf.constant(MAX_FACTOR, f64))
+        f_down, f_up = step_factor(em, 0.0), step_factor(ep, 2.0)
+        # The order promising the longest step; ties go to the lower order (argmax's first index).
+        dq = tf.where((f_down >= f_same) & (f_down >= f_up), -tf.ones_like(q), tf.where(f_same >= f_up, tf.zeros_like(q), tf.ones_like(q)))
+        q_next = tf.where(consider, q + dq, q)
+        grow = tf.minimum(safety * tf.maximum(f_down, tf.maximum(f_same, f_up)), tf.constant(MAX_FACTOR, f64))
         # A step cut short to land on a stop time returns to the size it had before the cut, so
         # that stops (grid points, events) do not make the next steps start small.
         back = tf.minimum(h_orig, MAX_FACTOR * h) / h
         fac = tf.where(consider, grow, tf.where(trunc, back, tf.ones_like(h)))
         # One rescaling serves both outcomes: the new history after an accepted step, the old one
         # (shrunk) after a rejected step.
-        base = tf.where(accept[None, :, None], Dacc, D)
+        base = [tf.where(accept[None, :], a, b) for a, b in zip(Dacc, D)]
         s["D"] = self._change_D(base, tf.where(accept, q_next, q),
                                 tf.where(accept, fac, tf.where(reject, shrink, tf.ones_like(h))))
         s["t"] = tf.where(accept, t_new, t)
@@ -401,9 +435,9 @@ class BdfKernel:
         s["failed"] = s["failed"] | (reject & (h * shrink < H_MIN_MS))
         if any_cut is not None:
             # Resume from the interpolant at the spike time with a fresh history.
-            y_cut = self._interp(Dacc, q, t_new, h, t_cut[:, None])[:, 0, :]
-            cut3 = any_cut[None, :, None]
-            s["D"] = tf.where(cut3, tf.where(rows == 0, y_cut[None], tf.zeros_like(s["D"])), s["D"])
+            y_cut = tf.transpose(self._interp(Dacc, q, t_new, h, t_cut[:, None])[:, 0, :])
+            cut2 = any_cut[None, :]
+            s["D"] = [tf.where(cut2, y_cut if i == 0 else tf.zeros_like(r), r) for i, r in enumerate(s["D"])]
             s["t"] = tf.where(any_cut, t_cut, s["t"])
             s["restart"] = s["restart"] | any_cut
         c["steps"] = c["steps"] + tf.cast(accept, i32)
@@ -414,7 +448,7 @@ class BdfKernel:
         masked lanes only: none → skipped; up to FEW_LANES → gathered into a batch of that size
         (a multiple of 32: the same vector arithmetic per lane, so bitwise as in the full batch),
         computed and scattered back; more → computed on the whole batch. Arguments are
-        (tensor, lane axis) pairs."""
+        (tensor or list of tensors, lane axis) pairs."""
         tf = self.tf
         B = mask.shape[0]
         whole = lambda: fn(*(a for a, _ in lane_args))  # noqa: E731
@@ -422,9 +456,12 @@ class BdfKernel:
             return tf.cond(tf.reduce_any(mask), whole, lambda: base)
 
         def few() -> Any:
-            # The masked lanes first; the guard lanes at the end are unmasked ones.
-            idx = tf.math.top_k(tf.cast(mask, tf.int32), k=FEW_LANES + GUARD_LANES).indices
-            got = fn(*(tf.gather(a, idx, axis=ax) for a, ax in lane_args))
+            # The masked lanes first, then unmasked ones (the guard lanes at the end), each in lane
+            # order: every lane's rank by (unmasked, index), inverted by a scatter (no sort).
+            m = tf.cast(mask, tf.int32)
+            rank = tf.where(mask, tf.cumsum(m) - 1, tf.reduce_sum(m) + tf.cumsum(1 - m) - 1)
+            idx = tf.scatter_nd(rank[:, None], tf.range(B), [B])[:FEW_LANES + GUARD_LANES]
+            got = fn(*(tf.nest.map_structure(lambda x: tf.gather(x, idx, axis=ax), a) for a, ax in lane_args))
             return tf.tensor_scatter_nd_update(base, idx[:, None], got)
 
         n = tf.reduce_sum(tf.cast(mask, tf.int32))
@@ -435,13 +472,13 @@ class BdfKernel:
         y(τ) = D0 + Σ_{k=1..q} D_k Π_{j<k} (τ - (t_new - j·h)) / ((j+1)·h)  →  [B, S, nv].
         Unrolled over the ≤ 5 terms (elementwise, so bitwise the same in any batch)."""
         tf = self.tf
-        out = tf.broadcast_to(D[0][:, None, :], [tf.shape(tau)[0], tf.shape(tau)[1], self.nv])
+        out = tf.broadcast_to(tf.transpose(D[0])[:, None, :], [tf.shape(tau)[0], tf.shape(tau)[1], self.nv])
         prod = tf.ones_like(tau)
         for k in range(1, MAX_ORDER + 1):
             j = float(k - 1)
             prod = prod * (tau - (t_new[:, None] - j * h[:, None])) / ((j + 1.0) * h[:, None])
             use = (k <= q)[:, None, None]
-            out = tf.where(use, out + prod[:, :, None] * D[k][:, None, :], out)
+            out = tf.where(use, out + prod[:, :, None] * tf.transpose(D[k])[:, None, :], out)
         return out
 
     def _root(self, D: Any, q: Any, t_old: Any, t_new: Any, h: Any, thresh: Any) -> Any:
@@ -453,8 +490,8 @@ class BdfKernel:
         shift = t_new[:, None, None] - h[:, None, None] * k
         denom = h[:, None, None] * (1.0 + k)
         use = tf.cast(tf.range(MAX_ORDER)[None, None, :] < q[:, None, None], f64)
-        Dv = tf.transpose(tf.gather(D[1:MAX_ORDER + 1], self.v_cols, axis=2), [1, 2, 0])  # [B, M, 5]
-        v0 = tf.gather(D[0], self.v_cols, axis=1)
+        Dv = tf.transpose(tf.stack([tf.gather(D[k], self.v_cols, axis=0) for k in range(1, MAX_ORDER + 1)], axis=2), [1, 0, 2])  # [B, M, 5]
+        v0 = tf.transpose(tf.gather(D[0], self.v_cols, axis=0))
 
         def v_at(tt: Any) -> Any:
             x = (tt[:, :, None] - shift) / denom

@@ -227,9 +227,15 @@ class GroupKernel(bdf.BdfKernel):
         self.cut_at_spike = tf.constant(cut) if cut.any() else None
 
     def _rms(self, x: Any) -> Any:
-        return self.tf.reduce_max(self.tf.abs(x), axis=1)  # max norm: see the module docstring
+        return self.tf.reduce_max(self.tf.abs(x), axis=0)  # max norm: see the module docstring
 
     def rhs(self, t: Any, y: Any, params: Any, amps: Any) -> tuple[Any, Any]:
+        # The kernel keeps lanes minor ([nv, B]); a group's columns are sliced per member, so
+        # it is written lanes-major and transposed at the boundary (one group per lane: B is small).
+        f, a = self._rhs_lanes_major(t, self.tf.transpose(y))
+        return self.tf.transpose(f), self.tf.transpose(a)
+
+    def _rhs_lanes_major(self, t: Any, y: Any) -> tuple[Any, Any]:
         tf, ops, g = self.tf, self.ops, self.group
         f64 = tf.float64
         pieces: list[tuple[int, Any, Any]] = []  # (first column, f, ∂f/∂y diagonal)

@@ -61,7 +61,7 @@ class AsyncBackend:
 
     def _traces(self) -> int:
         kernels = list(self.engine.kernels) + list(self.engine.group_kernels)
-        return int(sum(k._fn.experimental_get_tracing_count() for k in kernels))
+        return int(sum(k.tracing_count() for k in kernels))
 
     def simulated_ms(self) -> float:
         return min(self.engine.min_c() * self.D, self.ctx.spec.simulation.duration_ms)

@@ -106,8 +106,10 @@ class BdfKernel:
         self._gamma = tf.constant(_GAMMA, f64)
         self._alpha = tf.constant(_ALPHA, f64)
         self._err = tf.constant(_ERROR_CONST, f64)
-        self._fn = tf.function(self._advance, jit_compile=jit_compile, autograph=False)
+        self.jit_compile = jit_compile
+        self._fns: dict[tuple[int, ...], Any] = {}  # a traced function per stage ladder
         self._concrete: dict[tuple, Any] = {}
+        self.last_trips = np.zeros(1, np.int32)
 
     # -- the model --------------------------------------------------------------------------
 
@@ -186,7 +188,8 @@ class BdfKernel:
     # -- one call ---------------------------------------------------------------------------
 
     def _advance(self, st: dict[str, Any], t_stop: Any, ev_t: Any, ev_w: Any, smp_t: Any, params: Any, amps: Any,
-                 thresh: Any, refr: Any, max_iter: Any, tol: Any, spike0: Any) -> tuple[dict[str, Any], Any, dict[str, Any], Any]:
+                 thresh: Any, refr: Any, max_iter: Any, tol: Any, spike0: Any, stages: tuple[int, ...] = ()
+                 ) -> tuple[dict[str, Any], Any, dict[str, Any], Any, Any]:
         tf = self.tf
         # Tolerances are inputs, not constants, so that one compilation serves every tolerance.
         self.rtol, self.atol, self.newton_tol = tol[0], tol[1], tol[2]
@@ -196,37 +199,96 @@ class BdfKernel:
         # every per-lane operation then runs over contiguous rows of B, vectorised across
         # neurons, instead of over rows of nv (6 for COBAHH) with strided column access.
         st = dict(st, D=tf.unstack(tf.transpose(st["D"], [0, 2, 1]), axis=0))
-        params, amps = tf.transpose(params), tf.transpose(amps)
         B = tf.shape(t_stop)[0]
-        n_ev = tf.shape(ev_t)[1]
-        big = tf.constant(np.inf, f64)
         zeros_i = tf.zeros([B], i32)
         counters = {k: zeros_i for k in COUNTER_KEYS}
-        spike = spike0  # [B, K, M]: K spike slots per lane, one time per voltage column (NaN: none)
-        n_slots = int(spike0.shape[1])  # static: the loop keeps the buffer's shape
+        # spike0 [B, K, M]: K spike slots per lane, one time per voltage column (NaN: none)
         smp_v = tf.fill([B, tf.shape(smp_t)[1], self.nv], tf.constant(np.nan, f64))
+        inputs = {"t_stop": t_stop, "ev_t": ev_t, "ev_w": ev_w, "smp_t": smp_t, "params": tf.transpose(params),
+                  "amps": tf.transpose(amps), "thresh": thresh, "refr": refr}
+        carry = (st, counters, spike0, smp_v)
+        # Stages: the batch runs until at most stages[0] lanes are live, which then continue,
+        # gathered (live lanes first, inert ones as the guard lanes at the end), in a batch of
+        # stages[0] + GUARD_LANES, and so on; the last stage runs until none is live (or until
+        # min_live are). Stragglers thus finish in one call, on a small batch, with no host
+        # round trip; each lane's arithmetic is elementwise, so its results do not depend on
+        # the stage it runs in.
+        trips = []
+        lane_ix = tf.range(B)
+        for i, size in enumerate((None,) + tuple(stages)):
+            last = i == len(stages)
+            nxt = None if last else tf.cast(stages[i], f64)
+            if size is None:
+                n_it, carry = self._loop(inputs, carry, max_iter, min_live if last else nxt, at_least_once=last)
+            else:
+                k = size + GUARD_LANES
+                live_now = self._live(inputs, carry[0], carry[2])
+                m = tf.cast(live_now, i32)
+                rank = tf.where(live_now, tf.cumsum(m) - 1, tf.reduce_sum(m) + tf.cumsum(1 - m) - 1)
+                idx = tf.scatter_nd(rank[:, None], lane_ix, [B])[:k]
+                sub_in = {n: tf.gather(v, idx, axis=1 if n in ("params", "amps") else 0) for n, v in inputs.items()}
+                sub = self._carry_map(lambda ax, x: tf.gather(x, idx, axis=ax), carry)
+                n_it, sub = self._loop(sub_in, sub, max_iter, min_live if last else nxt, at_least_once=last)
+                back = tf.minimum(rank, k - 1)  # each lane's place in the stage's batch
+                in_sub = rank < k
+                carry = self._carry_map(lambda ax, x, y: self._put_back(x, y, back, in_sub, ax), carry, sub)
+            trips.append(n_it)
+        st, counters, spike, smp_v = carry
+        return (dict(st, D=tf.transpose(tf.stack(st["D"], axis=0), [0, 2, 1])), spike, counters, smp_v,
+                tf.stack(trips))
 
-        def next_event(ptr: Any) -> tuple[Any, Any]:
-            idx = tf.minimum(ptr, n_ev - 1)
-            te = tf.gather(ev_t, idx[:, None], batch_dims=1)[:, 0]
-            return tf.where(ptr < n_ev, te, big), idx
+    def _carry_map(self, fn: Callable[..., Any], *carries: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``fn(lane_axis, *tensors)`` over the loop state (st, counters, spikes, samples) of
+        one or more batches: the lanes are axis 1 of the history rows, axis 0 elsewhere."""
+        sts, cs, spks, svs = zip(*carries)
+        st = {k: ([fn(1, *rows) for rows in zip(*(s_[k] for s_ in sts))] if k == "D" else fn(0, *(s_[k] for s_ in sts)))
+              for k in sts[0]}
+        c = {k: fn(0, *(c_[k] for c_ in cs)) for k in cs[0]}
+        return st, c, fn(0, *spks), fn(0, *svs)
 
-        def live(s: dict[str, Any], spk: Any) -> Any:
-            te, _ = next_event(s["ev_ptr"])
-            room = ~tf.reduce_all(tf.reduce_any(~tf.math.is_nan(spk), axis=2), axis=1)  # a free slot left
-            return ((s["t"] < t_stop) | (te <= s["t"])) & room & ~s["failed"]
+    def _put_back(self, x: Any, y: Any, back: Any, in_sub: Any, axis: int) -> Any:
+        """x with the lanes that went into a stage's batch taken from it (y at ``back``): a
+        gather and a select (XLA:CPU fails to compile a scatter fused here)."""
+        tf = self.tf
+        got = tf.gather(y, back, axis=axis)
+        shape = [1] * len(x.shape)
+        shape[axis] = -1
+        return tf.where(tf.reshape(in_sub, shape), got, x)
+
+    def _next_event(self, inputs: dict[str, Any], ptr: Any) -> tuple[Any, Any]:
+        tf = self.tf
+        ev_t = inputs["ev_t"]
+        n_ev = tf.shape(ev_t)[1]
+        idx = tf.minimum(ptr, n_ev - 1)
+        te = tf.gather(ev_t, idx[:, None], batch_dims=1)[:, 0]
+        return tf.where(ptr < n_ev, te, tf.constant(np.inf, tf.float64)), idx
+
+    def _live(self, inputs: dict[str, Any], s: dict[str, Any], spk: Any) -> Any:
+        tf = self.tf
+        te, _ = self._next_event(inputs, s["ev_ptr"])
+        room = ~tf.reduce_all(tf.reduce_any(~tf.math.is_nan(spk), axis=2), axis=1)  # a free slot left
+        return ((s["t"] < inputs["t_stop"]) | (te <= s["t"])) & room & ~s["failed"]
+
+    def _loop(self, inputs: dict[str, Any], carry: tuple[Any, ...], max_iter: Any, min_live: Any, *,
+              at_least_once: bool) -> tuple[Any, tuple[Any, ...]]:
+        """Iterations on one batch while more than ``min_live`` lanes are live (at most
+        ``max_iter``; with ``at_least_once``, the first whatever the count). Returns the trips."""
+        tf = self.tf
+        f64, i32 = tf.float64, tf.int32
+        ev_w, params, amps = inputs["ev_w"], inputs["params"], inputs["amps"]
+        n_slots = int(carry[2].shape[1])  # static: the loop keeps the spike buffer's shape
 
         def body(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
             s, c = dict(s), dict(c)
-            act = live(s, spk)
+            act = self._live(inputs, s, spk)
             # 1. Input events due at the neuron's time: add the jump, restart the history.
-            te, idx = next_event(s["ev_ptr"])
+            te, idx = self._next_event(inputs, s["ev_ptr"])
             due = act & (te <= s["t"])
             w = tf.transpose(tf.gather(ev_w, idx[:, None], batch_dims=1)[:, 0, :])
             s["D"] = [s["D"][0] + tf.where(due[None, :], w, tf.zeros_like(w))] + list(s["D"][1:])
             s["ev_ptr"] = s["ev_ptr"] + tf.cast(due, i32)
             s["restart"] = s["restart"] | due
-            te, _ = next_event(s["ev_ptr"])
+            te, _ = self._next_event(inputs, s["ev_ptr"])
             # 2. Restart (start, or after a jump): order 1, initial step from Hairer's estimate;
             # only in iterations where some lane restarts (most iterations have none). Measured:
             # this cond, though its other branch copies the state, beats computing the restart's
@@ -234,9 +296,10 @@ class BdfKernel:
             need = act & s["restart"]
             s, c = tf.cond(tf.reduce_any(need), lambda: self._restart(s, c, need, params, amps), lambda: (s, c))
             # 3. One step attempt towards min(stop, next event).
-            target = tf.minimum(t_stop, te)
+            target = tf.minimum(inputs["t_stop"], te)
             go = act & (s["t"] < target)
-            s, c, spk2, sv = self._attempt(s, c, go, target, params, amps, thresh, refr, smp_t, sv)
+            s, c, spk2, sv = self._attempt(s, c, go, target, params, amps, inputs["thresh"], inputs["refr"],
+                                           inputs["smp_t"], sv)
             # A step's spikes (of any voltage column) go to the lane's first free slot.
             got = tf.reduce_any(~tf.math.is_nan(spk2), axis=1)
             used = tf.reduce_sum(tf.cast(tf.reduce_any(~tf.math.is_nan(spk), axis=2), i32), axis=1)
@@ -246,11 +309,12 @@ class BdfKernel:
             return it + 1, s, c, spk, sv
 
         def cond(it: Any, s: dict[str, Any], c: dict[str, Any], spk: Any, sv: Any) -> Any:
-            n_live = tf.reduce_sum(tf.cast(live(s, spk), f64))
-            return (it < max_iter) & (n_live > 0.0) & ((it == 0) | (n_live > min_live))
+            n_live = tf.reduce_sum(tf.cast(self._live(inputs, s, spk), f64))
+            more = n_live > min_live
+            return (it < max_iter) & (n_live > 0.0) & (((it == 0) | more) if at_least_once else more)
 
-        _, st, counters, spike, smp_v = tf.while_loop(cond, body, (tf.constant(0, i32), st, counters, spike, smp_v))
-        return dict(st, D=tf.transpose(tf.stack(st["D"], axis=0), [0, 2, 1])), spike, counters, smp_v
+        n_it, st, counters, spike, smp_v = tf.while_loop(cond, body, (tf.constant(0, i32),) + tuple(carry))
+        return n_it, (st, counters, spike, smp_v)
 
     def _initial_step(self, s: dict[str, Any], params: Any, amps: Any) -> tuple[Any, Any]:
         """Hairer's initial step h [B] and the first difference h·f(y0) [nv, B] for every lane."""
@@ -511,14 +575,27 @@ class BdfKernel:
 
     # -- host interface ---------------------------------------------------------------------
 
+    def _with_stages(self, stages: tuple[int, ...]) -> Callable[..., Any]:
+        def advance(st: Any, t_stop: Any, ev_t: Any, ev_w: Any, smp_t: Any, params: Any, amps: Any, thresh: Any,
+                    refr: Any, max_iter: Any, tol: Any, spike0: Any) -> Any:
+            return self._advance(st, t_stop, ev_t, ev_w, smp_t, params, amps, thresh, refr, max_iter, tol, spike0, stages)
+        return advance
+
+    def tracing_count(self) -> int:
+        """Traces made so far (each one a compilation): the run checks that it made none."""
+        return int(sum(f.experimental_get_tracing_count() for f in self._fns.values()))
+
     def advance(self, st: dict[str, Any], t_stop: np.ndarray, ev_t: np.ndarray, ev_w: np.ndarray, params: np.ndarray,
                 amps: np.ndarray, thresh: np.ndarray, refr: np.ndarray, max_iter: int, rtol: float, atol: float,
-                smp_t: np.ndarray | None = None, *, min_live: int = 0, spike_slots: int = 1
-                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
+                smp_t: np.ndarray | None = None, *, min_live: int = 0, spike_slots: int = 1,
+                stages: Sequence[int] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """One call; ``smp_t`` [B, S] are sample times (+inf = none), the last output their values
         [B, S, nv] (NaN where no step of this call covered the time). The call returns after
         ``max_iter`` iterations, when no neuron is live, or (after the first iteration) when at
-        most ``min_live`` are: the caller goes on with those in a smaller batch. Spikes: [B]
+        most ``min_live`` are: the caller goes on with those in a smaller batch. ``stages``
+        (decreasing lane counts, each a multiple of 32 below B - GUARD_LANES): inside the call,
+        once at most stages[i] lanes are live they go on gathered in a batch of that size plus
+        the guard lanes; ``last_trips`` then holds the loop iterations of each stage. Spikes: [B]
         (or [B, M] for M voltage columns) with one slot, else [B, spike_slots] (or [B, K, M]),
         in the order they happened, NaN-padded."""
         tf = self.tf
@@ -532,11 +609,17 @@ class BdfKernel:
                 tf.fill([t_stop.shape[0], spike_slots, len(self.v_cols)], tf.constant(np.nan, tf.float64)))
         # A concrete function per input signature: calling it skips tf.function's argument
         # binding and trace-cache lookup (a large part of the fixed cost of a call).
-        key = tuple((tuple(a.shape.as_list()), a.dtype) for a in tf.nest.flatten(args))
+        stages = tuple(int(x) for x in stages)
+        key = (stages,) + tuple((tuple(a.shape.as_list()), a.dtype) for a in tf.nest.flatten(args))
         fn = self._concrete.get(key)
         if fn is None:
-            fn = self._concrete[key] = self._fn.get_concrete_function(*args)
-        out, spk, cnt, smp = fn(*args)
+            traced = self._fns.get(stages)
+            if traced is None:
+                traced = self._fns[stages] = tf.function(self._with_stages(stages), jit_compile=self.jit_compile,
+                                                         autograph=False)
+            fn = self._concrete[key] = traced.get_concrete_function(*args)
+        out, spk, cnt, smp, trips = fn(*args)
+        self.last_trips = trips.numpy()
         spk = spk.numpy()
         if spike_slots == 1:
             spk = spk[:, 0]

@@ -33,14 +33,15 @@ GROUP_ITER_PER_CALL = 4096  # a group is one lane: no batch to keep in step, so 
 SPIKES_PER_CALL = 4  # spike slots per neuron and call: a neuron pauses only once they are full
 
 
-BUCKET_STEP = 8  # each batch size is this many times the next smaller one
+BUCKET_STEP = 8  # each batch size of the in-call ladder is this many times the next smaller one
 
 
 def buckets(full: int) -> list[int]:
     """The padded batch sizes of a block of ``full`` neurons, smallest first: 32, 256, ... up to
-    the whole block rounded up to 32. Sizes are multiples of 32 (XLA's vector path for every
-    neuron, hence bitwise identity for any batch composition) and few (each one is an XLA
-    compilation, seconds): a ladder with steps of BUCKET_STEP keeps them to ~log8(full)."""
+    the whole block rounded up to 32. Every call has the largest; its live lanes move down the
+    ladder inside the call as they finish (each size is one more loop body in the compiled
+    call). Sizes are multiples of 32 (XLA's vector path for every neuron, hence bitwise identity
+    for any batch composition); steps of BUCKET_STEP keep them to ~log8(full)."""
     top = max(32, -(-full // 32) * 32)
     out = [32]
     while out[-1] * BUCKET_STEP < top:
@@ -51,17 +52,6 @@ def buckets(full: int) -> list[int]:
         out[-1] = top
         return out
     return out + [top]
-
-
-def bucket(n: int, full: int) -> int:
-    """The smallest batch size of the block's ladder that holds ``n`` neurons."""
-    return next(b for b in buckets(max(full, n)) if b >= n)
-
-
-def smaller_bucket(B: int, full: int) -> int:
-    """The next batch size below ``B`` (0 for the smallest): a call of size B returns once its
-    live neurons fit in it, so that lanes stay busy (the rest goes on in the smaller batch)."""
-    return max([b for b in buckets(full) if b < B], default=0)
 
 
 @dataclass
@@ -253,14 +243,15 @@ class AsyncEngine:
         t0 = time.perf_counter()
         for block, kernel, st in zip(self.local.blocks, self.kernels, self.states):
             nv = st["D"].shape[2]
-            for B in (b + bdf.GUARD_LANES for b in buckets(block.gid.size)):
-                none = np.zeros(0, np.int64)
-                sub = {k: _pad(v[none] if k != "D" else v[:, none], B, k) for k, v in st.items()}
-                kernel.advance(sub, np.zeros(B), np.full((B, E), np.inf), np.zeros((B, E, nv)),
-                               _pad(block.params[none], B, "params"), _pad(block.amps[none], B, "params"),
-                               _pad(block.thresh[none], B, "params"), _pad(block.refr[none], B, "params"),
-                               MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf),
-                               min_live=smaller_bucket(B - bdf.GUARD_LANES, block.gid.size), spike_slots=SPIKES_PER_CALL)
+            top, stages = _ladder(block.gid.size)
+            B = top + bdf.GUARD_LANES
+            none = np.zeros(0, np.int64)
+            sub = {k: _pad(v[none] if k != "D" else v[:, none], B, k) for k, v in st.items()}
+            kernel.advance(sub, np.zeros(B), np.full((B, E), np.inf), np.zeros((B, E, nv)),
+                           _pad(block.params[none], B, "params"), _pad(block.amps[none], B, "params"),
+                           _pad(block.thresh[none], B, "params"), _pad(block.refr[none], B, "params"),
+                           MAX_ITER_PER_CALL, self.rtol, self.atol, np.full((B, self.n_slots), np.inf),
+                           spike_slots=SPIKES_PER_CALL, stages=stages)
         for g, kernel, st in zip(self.local.groups, self.group_kernels, self.gstates):
             inert = dict(st, t=np.zeros(1), restart=np.zeros(1, bool))
             kernel.advance(inert, np.zeros(1), np.full((1, E), np.inf), np.zeros((1, E, g.nv)), np.zeros((1, 0)),
@@ -401,9 +392,10 @@ class AsyncEngine:
 
     def _integrate(self, b_i: int, kernel: Any, rows: np.ndarray, t_stop: np.ndarray, ev_t: np.ndarray,
                    ev_w: np.ndarray, smp_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Calls of the compiled kernel until every neuron of ``rows`` reached ``t_stop``. Each call
-        gets fixed shapes (a bucketed batch, EVENTS_PER_CALL events per neuron: a neuron with more
-        stops at its first event not passed in), so XLA compiles once per bucket."""
+        """Calls of the compiled kernel until every neuron of ``rows`` reached ``t_stop`` (one call,
+        unless a neuron used up its spike slots, its events or MAX_ITER_PER_CALL). Each call gets
+        fixed shapes (the block's largest bucket, EVENTS_PER_CALL events per neuron: a neuron with
+        more stops at its first event not passed in), so XLA compiles once per block."""
         block, st = self.local.blocks[b_i], self.states[b_i]
         active = np.arange(rows.size)
         first = np.zeros(rows.size, np.int64)  # next unconsumed event per neuron
@@ -414,10 +406,11 @@ class AsyncEngine:
         E = EVENTS_PER_CALL
         ev_t = np.concatenate([ev_t, np.full((rows.size, E + 1), np.inf)], axis=1)
         ev_w = np.concatenate([ev_w, np.zeros((rows.size, E + 1, nv))], axis=1)
+        top, stages = _ladder(block.gid.size)
+        B = top + bdf.GUARD_LANES  # inert lanes at the end (see bdf.GUARD_LANES)
         while active.size:
             r = rows[active]
-            n, cap = active.size, bucket(active.size, block.gid.size)
-            B = cap + bdf.GUARD_LANES  # inert lanes at the end (see bdf.GUARD_LANES)
+            n = active.size
             pad = B - n
             cols = first[active][:, None] + np.arange(E + 1)[None, :]
             et_all = np.take_along_axis(ev_t[active], cols, axis=1)
@@ -432,12 +425,12 @@ class AsyncEngine:
             out, spk, cnt, got = kernel.advance(sub, tt, et, ew, _pad(block.params[r], pad, "params"),
                                                 _pad(block.amps[r], pad, "params"), _pad(block.thresh[r], pad, "params"),
                                                 _pad(block.refr[r], pad, "params"), MAX_ITER_PER_CALL,
-                                                self.rtol, self.atol, sm, min_live=smaller_bucket(cap, block.gid.size),
-                                                spike_slots=SPIKES_PER_CALL)
+                                                self.rtol, self.atol, sm, spike_slots=SPIKES_PER_CALL, stages=stages)
             iters = cnt["iters"]
             self.calls["kernel_calls"] += 1
             self.calls["lanes"] += B
-            self.calls["lane_iterations"] += B * int(iters.max())  # a lane once idle stays idle: max = loop trips
+            sizes = [B] + [s_ + bdf.GUARD_LANES for s_ in stages]
+            self.calls["lane_iterations"] += int(sum(b * int(t) for b, t in zip(sizes, kernel.last_trips)))
             self.calls["useful_lane_iterations"] += int(iters[:n].sum())
             got = got[:n]
             smp_v[active] = np.where(np.isnan(got), smp_v[active], got)
@@ -465,6 +458,13 @@ class AsyncEngine:
         if spk_l:
             return np.concatenate(spk_l), np.concatenate(spk_t), smp_v
         return np.zeros(0, np.int64), np.zeros(0), smp_v
+
+
+def _ladder(full: int) -> tuple[int, tuple[int, ...]]:
+    """The batch of a block's calls (its largest bucket) and the smaller buckets, largest first,
+    that the live lanes move down to inside the call (``bdf.BdfKernel.advance``'s stages)."""
+    sizes = buckets(full)
+    return sizes[-1], tuple(reversed(sizes[:-1]))
 
 
 def _pad(x: np.ndarray, pad: int, key: str) -> np.ndarray:

@@ -36,38 +36,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from cluster_sim.asyncmode import history
+from cluster_sim.asyncmode.history import MAX_ORDER, ROWS
 from cluster_sim.models.base import Drive, NeuronModel
 
-MAX_ORDER = 5
-ROWS = MAX_ORDER + 3  # difference array rows 0..q+2
 NEWTON_MAXITER = 4
 MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
-BISECTIONS = 60  # brackets a spike time to 2^-60 of the step: below float64 resolution
 H_MIN_MS = 1e-12
 FEW_LANES = 32  # lanes of the gathered batch for work only a few lanes need (spike times, samples)
 # Lanes at the end of every batch that never hold a neuron: XLA:CPU's fusion emitters compute the
 # last vector of a loop on another path (exp() a few ulp off), so no neuron may sit there, or its
 # arithmetic would depend on its position in the batch (tests/test_async.py).
 GUARD_LANES = 8
-
-# NDF coefficients (Shampine & Reichelt 1997, Table 1); kappa = 0 gives classic BDF at order 5.
-_KAPPA = np.array([0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0])
-_GAMMA = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, MAX_ORDER + 1))])
-_ALPHA = (1.0 - _KAPPA) * _GAMMA
-_ERROR_CONST = _KAPPA * _GAMMA + 1.0 / np.arange(1, MAX_ORDER + 2)
-
-
-def _r_matrix(factor: float) -> np.ndarray:
-    n = MAX_ORDER + 1
-    M = np.zeros((n, n))
-    i = np.arange(1, n)[:, None]
-    j = np.arange(1, n)[None, :]
-    M[1:, 1:] = (i - 1 - factor * j) / i
-    M[0] = 1.0
-    return np.cumprod(M, axis=0)
-
-
-_U = _r_matrix(1.0)  # upper triangular
 
 STATE_KEYS = ("t", "D", "order", "h", "n_equal", "restart", "fire_t", "ev_ptr", "failed")
 # iters: loop iterations in which the neuron was live (its useful share of the batch's work)
@@ -102,10 +82,10 @@ class BdfKernel:
         # pulses inside a coupled group): the step is cut back to the spike time (see _attempt).
         self.cut_at_spike: Any = None
         f64 = tf.float64
-        self._kappa = tf.constant(_KAPPA, f64)
-        self._gamma = tf.constant(_GAMMA, f64)
-        self._alpha = tf.constant(_ALPHA, f64)
-        self._err = tf.constant(_ERROR_CONST, f64)
+        self._kappa = tf.constant(history.KAPPA, f64)
+        self._gamma = tf.constant(history.GAMMA, f64)
+        self._alpha = tf.constant(history.ALPHA, f64)
+        self._err = tf.constant(history.ERROR_CONST, f64)
         self.jit_compile = jit_compile
         self._fns: dict[tuple[int, ...], Any] = {}  # a traced function per stage ladder
         self._concrete: dict[tuple, Any] = {}
@@ -140,50 +120,10 @@ class BdfKernel:
     def _rms(self, x: Any) -> Any:
         return self.tf.sqrt(self.tf.reduce_mean(x * x, axis=0))
 
-    def _row(self, D: Any, q: Any) -> Any:
-        """D[q_b][:, b] for every neuron b."""
-        out = D[0]
-        for i in range(1, len(D)):
-            out = self.tf.where((q == i)[None, :], D[i], out)
-        return out
-
     def _change_D(self, D: Any, q: Any, factor: Any) -> Any:
-        """As ``_rescale``, computed only when some lane of the batch has a factor other than 1."""
+        """As ``history.rescale``, computed only when some lane of the batch has a factor other than 1."""
         tf = self.tf
-        return tf.cond(tf.reduce_any(factor != 1.0), lambda: self._rescale(D, q, factor), lambda: D)
-
-    def _rescale(self, D: Any, q: Any, factor: Any) -> Any:
-        """Re-express the history for step h·factor (per neuron), rows 0..q: D[:q+1] ← (R·U)ᵀ D[:q+1]
-        with R[i,k] = Π_{r=1..i} (r-1-factor·k)/r and U = R at factor 1. Unrolled over the
-        6×6 entries as elementwise [B] arithmetic: batched 6×6 matmuls cost ~10x more on XLA:CPU."""
-        tf = self.tf
-        n = MAX_ORDER + 1
-        one = tf.ones_like(factor)
-        R = [[one if k == 0 else one for k in range(n)]]  # row 0: all ones
-        for i in range(1, n):
-            R.append([tf.zeros_like(factor) if k == 0 else R[i - 1][k] * ((i - 1.0 - factor * k) / i) for k in range(n)])
-        RU: list[list[Any]] = [[None] * n for _ in range(n)]
-        for i in range(n):
-            for j in range(n):
-                acc = None
-                for k in range(n):
-                    u = _U[k, j]
-                    if u == 0.0:
-                        continue
-                    term = R[i][k] * u
-                    acc = term if acc is None else acc + term
-                RU[i][j] = acc if acc is not None else tf.zeros_like(factor)
-        rows = list(D)
-        q = tf.where(factor == 1.0, -tf.ones_like(q), q)  # factor 1 is the identity: leave the lane as it is
-        inq = [tf.cast(i <= q, tf.float64)[None, :] for i in range(n)]
-        out = []
-        for j in range(n):
-            acc = None
-            for i in range(n):
-                term = (RU[i][j][None, :] * inq[i]) * rows[i]
-                acc = term if acc is None else acc + term
-            out.append(tf.where((j <= q)[None, :], acc, rows[j]))
-        return out + rows[n:]
+        return tf.cond(tf.reduce_any(factor != 1.0), lambda: history.rescale(tf, D, q, factor), lambda: D)
 
     # -- one call ---------------------------------------------------------------------------
 
@@ -214,7 +154,6 @@ class BdfKernel:
         # round trip; each lane's arithmetic is elementwise, so its results do not depend on
         # the stage it runs in.
         trips = []
-        lane_ix = tf.range(B)
         for i, size in enumerate((None,) + tuple(stages)):
             last = i == len(stages)
             nxt = None if last else tf.cast(stages[i], f64)
@@ -222,10 +161,7 @@ class BdfKernel:
                 n_it, carry = self._loop(inputs, carry, max_iter, min_live if last else nxt, at_least_once=last)
             else:
                 k = size + GUARD_LANES
-                live_now = self._live(inputs, carry[0], carry[2])
-                m = tf.cast(live_now, i32)
-                rank = tf.where(live_now, tf.cumsum(m) - 1, tf.reduce_sum(m) + tf.cumsum(1 - m) - 1)
-                idx = tf.scatter_nd(rank[:, None], lane_ix, [B])[:k]
+                idx, rank = history.live_first(tf, self._live(inputs, carry[0], carry[2]), k)
                 sub_in = {n: tf.gather(v, idx, axis=1 if n in ("params", "amps") else 0) for n, v in inputs.items()}
                 sub = self._carry_map(lambda ax, x: tf.gather(x, idx, axis=ax), carry)
                 n_it, sub = self._loop(sub_in, sub, max_iter, min_live if last else nxt, at_least_once=last)
@@ -364,7 +300,7 @@ class BdfKernel:
         for i in range(1, MAX_ORDER + 1):
             used = (i <= q)[None, :]
             y_pred = y_pred + tf.where(used, D[i], tf.zeros_like(D[i]))
-            psi = psi + tf.where(used, _GAMMA[i] * D[i], tf.zeros_like(D[i]))
+            psi = psi + tf.where(used, history.GAMMA[i] * D[i], tf.zeros_like(D[i]))
         scale = self.atol + self.rtol * tf.abs(y_pred)
         alpha_q = tf.gather(self._alpha, q)
         psi = psi / alpha_q[None, :]
@@ -437,7 +373,7 @@ class BdfKernel:
         c["rejected"] = c["rejected"] + tf.cast(reject, i32)
 
         # Accepted: update the differences (D^{j+1} y_n = D^j y_n - D^j y_{n-1}).
-        Dq1 = self._row(D, q + 1)
+        Dq1 = history.row(tf, D, q + 1)
         Dacc = [tf.where((q + 2 == i)[None, :], d - Dq1, tf.where((q + 1 == i)[None, :], d, D[i])) for i in range(ROWS)]
         for i in reversed(range(MAX_ORDER + 1)):
             Dacc[i] = tf.where((i <= q)[None, :], Dacc[i] + Dacc[i + 1], Dacc[i])
@@ -448,7 +384,7 @@ class BdfKernel:
         v_old, v_new = (tf.transpose(tf.gather(x[0], self.v_cols, axis=0)) for x in (D, Dacc))
         cross = accept[:, None] & (v_old < th) & (v_new >= th)
         no_spk = tf.broadcast_to(t_new[:, None], tf.shape(th))
-        t_spk = self._on_lanes(tf.reduce_any(cross, axis=1), lambda D_, q_, t_, tn_, h_, th_: self._root(D_, q_, t_, tn_, h_, th_),
+        t_spk = self._on_lanes(tf.reduce_any(cross, axis=1), lambda D_, q_, t_, tn_, h_, th_: history.root(tf, D_, q_, t_, tn_, h_, th_, self.v_cols),
                                no_spk, (Dacc, 1), (q, 0), (t, 0), (t_new, 0), (h, 0), (th, 0))
         spiked = cross & (t_spk - fire >= rf)
         any_cut = None
@@ -466,15 +402,15 @@ class BdfKernel:
         t_hi = t_new if any_cut is None else tf.where(any_cut, t_cut, t_new)
         in_step = accept[:, None] & (smp_t > t[:, None]) & (smp_t <= t_hi[:, None])
         smp_v = self._on_lanes(tf.reduce_any(in_step, axis=1),
-                               lambda D_, q_, tn_, h_, st_, in_, sv_: tf.where(in_[:, :, None], self._interp(D_, q_, tn_, h_, st_), sv_),
+                               lambda D_, q_, tn_, h_, st_, in_, sv_: tf.where(in_[:, :, None], history.interp(tf, D_, q_, tn_, h_, st_), sv_),
                                smp_v, (Dacc, 1), (q, 0), (t_new, 0), (h, 0), (smp_t, 0), (in_step, 0), (smp_v, 0))
         # Order and step for the next step, after q+1 steps at the same size.
         n_eq_acc = n_equal + 1
         consider = accept & (n_eq_acc >= q + 1)
-        em = tf.where(q > 1, self._rms(tf.gather(self._err, tf.maximum(q - 1, 0))[None, :] * self._row(Dacc, q) / scale_new),
+        em = tf.where(q > 1, self._rms(tf.gather(self._err, tf.maximum(q - 1, 0))[None, :] * history.row(tf, Dacc, q) / scale_new),
                       tf.fill(tf.shape(h), tf.constant(np.inf, f64)))
         ep = tf.where(q < MAX_ORDER, self._rms(tf.gather(self._err, tf.minimum(q + 1, MAX_ORDER))[None, :]
-                                                 * self._row(Dacc, tf.minimum(q + 2, ROWS - 1)) / scale_new),
+                                                 * history.row(tf, Dacc, tf.minimum(q + 2, ROWS - 1)) / scale_new),
                       tf.fill(tf.shape(h), tf.constant(np.inf, f64)))
         f_down, f_up = step_factor(em, 0.0), step_factor(ep, 2.0)
         # The order promising the longest step; ties go to the lower order (argmax's first index).
@@ -499,7 +435,7 @@ class BdfKernel:
         s["failed"] = s["failed"] | (reject & (h * shrink < H_MIN_MS))
         if any_cut is not None:
             # Resume from the interpolant at the spike time with a fresh history.
-            y_cut = tf.transpose(self._interp(Dacc, q, t_new, h, t_cut[:, None])[:, 0, :])
+            y_cut = tf.transpose(history.interp(tf, Dacc, q, t_new, h, t_cut[:, None])[:, 0, :])
             cut2 = any_cut[None, :]
             s["D"] = [tf.where(cut2, y_cut if i == 0 else tf.zeros_like(r), r) for i, r in enumerate(s["D"])]
             s["t"] = tf.where(any_cut, t_cut, s["t"])
@@ -520,58 +456,12 @@ class BdfKernel:
             return tf.cond(tf.reduce_any(mask), whole, lambda: base)
 
         def few() -> Any:
-            # The masked lanes first, then unmasked ones (the guard lanes at the end), each in lane
-            # order: every lane's rank by (unmasked, index), inverted by a scatter (no sort).
-            m = tf.cast(mask, tf.int32)
-            rank = tf.where(mask, tf.cumsum(m) - 1, tf.reduce_sum(m) + tf.cumsum(1 - m) - 1)
-            idx = tf.scatter_nd(rank[:, None], tf.range(B), [B])[:FEW_LANES + GUARD_LANES]
+            idx, _ = history.live_first(tf, mask, FEW_LANES + GUARD_LANES)  # the guard lanes at the end unmasked
             got = fn(*(tf.nest.map_structure(lambda x: tf.gather(x, idx, axis=ax), a) for a, ax in lane_args))
             return tf.tensor_scatter_nd_update(base, idx[:, None], got)
 
         n = tf.reduce_sum(tf.cast(mask, tf.int32))
         return tf.cond(n == 0, lambda: base, lambda: tf.cond(n <= FEW_LANES, few, whole))
-
-    def _interp(self, D: Any, q: Any, t_new: Any, h: Any, tau: Any) -> Any:
-        """Every variable at times tau [B, S] on the accepted step's interpolating polynomial
-        y(τ) = D0 + Σ_{k=1..q} D_k Π_{j<k} (τ - (t_new - j·h)) / ((j+1)·h)  →  [B, S, nv].
-        Unrolled over the ≤ 5 terms (elementwise, so bitwise the same in any batch)."""
-        tf = self.tf
-        out = tf.broadcast_to(tf.transpose(D[0])[:, None, :], [tf.shape(tau)[0], tf.shape(tau)[1], self.nv])
-        prod = tf.ones_like(tau)
-        for k in range(1, MAX_ORDER + 1):
-            j = float(k - 1)
-            prod = prod * (tau - (t_new[:, None] - j * h[:, None])) / ((j + 1.0) * h[:, None])
-            use = (k <= q)[:, None, None]
-            out = tf.where(use, out + prod[:, :, None] * tf.transpose(D[k])[:, None, :], out)
-        return out
-
-    def _root(self, D: Any, q: Any, t_old: Any, t_new: Any, h: Any, thresh: Any) -> Any:
-        """Bisection for V(t) = threshold on the step's interpolating polynomial, for every
-        voltage column: times [B, M] (thresh [B, M])."""
-        tf = self.tf
-        f64 = tf.float64
-        k = tf.range(MAX_ORDER, dtype=f64)[None, None, :]  # 0..4
-        shift = t_new[:, None, None] - h[:, None, None] * k
-        denom = h[:, None, None] * (1.0 + k)
-        use = tf.cast(tf.range(MAX_ORDER)[None, None, :] < q[:, None, None], f64)
-        Dv = tf.transpose(tf.stack([tf.gather(D[k], self.v_cols, axis=0) for k in range(1, MAX_ORDER + 1)], axis=2), [1, 0, 2])  # [B, M, 5]
-        v0 = tf.transpose(tf.gather(D[0], self.v_cols, axis=0))
-
-        def v_at(tt: Any) -> Any:
-            x = (tt[:, :, None] - shift) / denom
-            x = use * x + (1.0 - use)  # factors beyond the order contribute 1, their D row 0
-            p = tf.math.cumprod(x, axis=2)
-            return v0 + tf.reduce_sum(use * Dv * p, axis=2)
-
-        def b_body(i: Any, lo: Any, hi: Any) -> Any:
-            mid = 0.5 * (lo + hi)
-            above = v_at(mid) >= thresh
-            return i + 1, tf.where(above, lo, mid), tf.where(above, mid, hi)
-
-        lo0 = tf.broadcast_to(t_old[:, None], tf.shape(thresh))
-        hi0 = tf.broadcast_to(t_new[:, None], tf.shape(thresh))
-        _, _, hi = tf.while_loop(lambda i, lo, hi: i < BISECTIONS, b_body, (tf.constant(0), lo0, hi0))
-        return hi
 
     # -- host interface ---------------------------------------------------------------------
 

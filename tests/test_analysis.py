@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cluster_sim.analysis as an
+from cluster_sim.analysis import reader
 
 DURATION = 1000.0  # ms
 
@@ -163,7 +164,7 @@ def test_dask_path_matches_single_block(run_a, monkeypatch):
     """Results must not depend on the block size (several blocks when CHUNK is small)."""
     one_block = {"rates": an.population_rates(run_a), "hist": an.rate_histogram(run_a, "I", 10.0),
                  "isi_e": an.isi_stats(run_a, "E"), "isi_i": an.isi_stats(run_a, "I"), "sum": an.summarize(run_a)}
-    monkeypatch.setattr(an, "CHUNK", 7)
+    monkeypatch.setattr(reader, "CHUNK", 7)
     with an.open_spikes(run_a) as pops:
         assert pops["E"][0].numblocks[0] > 10 and pops["I"][0].numblocks[0] > 100
     assert an.population_rates(run_a) == pytest.approx(one_block["rates"], rel=1e-12)

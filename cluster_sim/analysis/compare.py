@@ -256,7 +256,7 @@ def _f(x: Any) -> float:
 
 
 def _spikes(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-    from cluster_sim.analysis import open_spikes
+    from cluster_sim.analysis.reader import open_spikes
 
     out = {}
     with open_spikes(run_dir) as pops:
@@ -297,7 +297,7 @@ def _cost(run: SubRun, info: Mapping[str, Any], process_s: float) -> dict[str, A
 
 def _activity(run_dir: Path, spikes: Mapping[str, tuple[np.ndarray, np.ndarray, int]], pops: Mapping[str, dict[str, Any]],
               simulated_ms: float) -> dict[str, Any]:
-    from cluster_sim.analysis import isi_stats, population_rates
+    from cluster_sim.analysis.stats import isi_stats, population_rates
 
     rates = population_rates(run_dir)
     by_pop: dict[str, dict[str, Any]] = {}
@@ -321,7 +321,7 @@ def _activity(run_dir: Path, spikes: Mapping[str, tuple[np.ndarray, np.ndarray, 
 
 def _errors(ref: Mapping[str, tuple[np.ndarray, np.ndarray, int]], mine: Mapping[str, tuple[np.ndarray, np.ndarray, int]],
             pops: Mapping[str, dict[str, Any]], tol: float) -> tuple[dict[str, Any], np.ndarray]:
-    from cluster_sim.analysis import match_spike_times
+    from cluster_sim.analysis.stats import match_spike_times
 
     empty = (np.zeros(0), np.zeros(0, np.int64), 0)
     by_pop: dict[str, dict[str, Any]] = {}

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from cluster_sim.analysis.reader import open_spikes, run_info
+
 
 def to_neo(run_dir: str | Path, populations: list[str] | None = None) -> dict[str, list[Any]]:
     """population -> one ``neo.SpikeTrain`` per neuron (index = node id), times in ms.
@@ -22,7 +24,6 @@ def to_neo(run_dir: str | Path, populations: list[str] | None = None) -> dict[st
         import quantities as pq
     except ImportError as e:  # an optional dependency: say how to get it
         raise ImportError("to_neo needs neo: pip install neo (and elephant for the analyses)") from e
-    from cluster_sim.analysis import open_spikes, run_info
 
     run_dir = Path(run_dir)
     info = run_info(run_dir)

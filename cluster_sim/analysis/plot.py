@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster_sim.analysis import open_spikes, rate_histogram, run_info, spec_order
+from cluster_sim.analysis.reader import open_spikes, run_info, spec_order
+from cluster_sim.analysis.stats import rate_histogram
 
 MAX_RASTER_POINTS = 200_000
 
